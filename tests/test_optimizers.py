@@ -1,0 +1,135 @@
+"""Optimizers against independent NumPy transcriptions of the papers' update rules."""
+
+import keras
+import numpy as np
+import pytest
+
+from tf_largebatch import optimizers
+
+RNG = np.random.default_rng(0)
+A = RNG.normal(size=(6, 4)).astype("float32")
+Y = RNG.normal(size=(6,)).astype("float32")
+W0 = {name: RNG.normal(size=(4,)) for name in ("kernel", "bias", "gamma")}
+
+
+def gradients(w):
+    """∇ of L = ½‖A(kernel + bias ⊙ gamma) − y‖², worked out by hand."""
+    r = A @ (w["kernel"] + w["bias"] * w["gamma"]) - Y
+    g = A.T @ r
+    return {"kernel": g, "bias": g * w["gamma"], "gamma": g * w["bias"]}
+
+
+def run_keras(optimizer, steps):
+    """Applies `optimizer` for `steps` steps of the hand-derived gradients; returns the weights."""
+    variables = {k: keras.Variable(v.astype("float32"), name=k) for k, v in W0.items()}
+    names = list(variables)
+    for _ in range(steps):
+        w = {k: keras.ops.convert_to_numpy(v).astype("float64") for k, v in variables.items()}
+        g = gradients(w)
+        optimizer.apply([g[k].astype("float32") for k in names], [variables[k] for k in names])
+    return {k: keras.ops.convert_to_numpy(v) for k, v in variables.items()}
+
+
+def rates(step):
+    """A rate that changes every step, up and down (warmup-like, then a drop)."""
+    return [0.01, 0.02, 0.05, 0.1, 0.2, 0.02, 0.03, 0.003, 0.01, 0.05][step]
+
+
+class ListSchedule(keras.optimizers.schedules.LearningRateSchedule):
+    def __call__(self, step):
+        table = keras.ops.convert_to_tensor([rates(i) for i in range(10)], "float32")
+        return keras.ops.take(table, keras.ops.cast(step, "int32"))
+
+
+def reference_sgd(steps, weight_decay, nesterov, momentum=0.9):
+    """PyTorch's form: u ← m·u + (g + λw), w ← w − η_t·u (Nesterov: w ← w − η_t·(g' + m·u))."""
+    w = {k: v.astype("float64").copy() for k, v in W0.items()}
+    u = {k: np.zeros(4) for k in w}
+    for t in range(steps):
+        g = gradients(w)
+        for k in w:
+            gk = g[k] + (weight_decay * w[k] if k == "kernel" else 0.0)
+            u[k] = momentum * u[k] + gk
+            w[k] = w[k] - rates(t) * (gk + momentum * u[k] if nesterov else u[k])
+    return w
+
+
+@pytest.mark.parametrize("nesterov", [False, True])
+def test_momentum_correction_follows_the_eta_outside_trajectory(nesterov):
+    opt = optimizers.MomentumSGD(ListSchedule(), momentum=0.9, nesterov=nesterov,
+                                 weight_decay=0.01)
+    got = run_keras(opt, 10)
+    want = reference_sgd(10, 0.01, nesterov)
+    for k in W0:
+        np.testing.assert_allclose(got[k], want[k], rtol=1e-5, atol=1e-6)
+
+
+def test_without_correction_it_is_keras_sgd_and_leaves_the_trajectory():
+    plain = run_keras(keras.optimizers.SGD(ListSchedule(), momentum=0.9), 10)
+    uncorrected = run_keras(
+        optimizers.MomentumSGD(ListSchedule(), weight_decay=0.0, momentum_correction=False), 10
+    )
+    for k in W0:
+        np.testing.assert_allclose(uncorrected[k], plain[k], rtol=1e-6, atol=1e-7)
+    want = reference_sgd(10, 0.0, nesterov=False)
+    assert not np.allclose(uncorrected["kernel"], want["kernel"], rtol=1e-3)
+
+
+def test_weight_decay_skips_bn_and_bias_by_name_and_is_configurable():
+    zero = {k: keras.Variable(np.ones(4, "float32"), name=k) for k in W0}
+    opt = optimizers.MomentumSGD(0.5, momentum=0.0, weight_decay=0.1)
+    opt.apply([np.zeros(4, "float32")] * 3, list(zero.values()))
+    values = {k: keras.ops.convert_to_numpy(v) for k, v in zero.items()}
+    np.testing.assert_allclose(values["kernel"], 1 - 0.5 * 0.1)  # w ← w − η·λ·w
+    np.testing.assert_allclose(values["bias"], 1.0)
+    np.testing.assert_allclose(values["gamma"], 1.0)
+    everything = optimizers.MomentumSGD(0.5, momentum=0.0, weight_decay=0.1,
+                                        exclude_from_weight_decay=())
+    v = keras.Variable(np.ones(4, "float32"), name="gamma")
+    everything.apply([np.zeros(4, "float32")], [v])
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(v), 0.95)
+
+
+def reference_lars(steps, lr, trust, weight_decay, momentum=0.9):
+    """You et al. 2017, Algorithm 1, per layer l (BN γ/β and biases: plain momentum SGD):
+    g ← ∇L(w) + β·w;  λ_l = η·‖w‖ / (‖∇L(w)‖ + β‖w‖);  v ← m·v + γ·λ_l·g;  w ← w − v."""
+    w = {k: v.astype("float64").copy() for k, v in W0.items()}
+    v = {k: np.zeros(4) for k in w}
+    for _ in range(steps):
+        grad = gradients(w)
+        for k in w:
+            if k == "kernel":
+                local = trust * np.linalg.norm(w[k]) / (
+                    np.linalg.norm(grad[k]) + weight_decay * np.linalg.norm(w[k]))
+                update = lr * local * (grad[k] + weight_decay * w[k])
+            else:
+                update = lr * grad[k]
+            v[k] = momentum * v[k] + update
+            w[k] = w[k] - v[k]
+    return w
+
+
+def test_lars_matches_the_paper_algorithm():
+    opt = optimizers.LARS(0.05, trust_coefficient=0.5, weight_decay=5e-4)
+    got = run_keras(opt, 8)
+    want = reference_lars(8, 0.05, 0.5, 5e-4)
+    assert np.abs(want["kernel"] - W0["kernel"]).max() > 0.01  # it moved, and stayed finite
+    for k in W0:
+        np.testing.assert_allclose(got[k], want[k], rtol=1e-5, atol=1e-6)
+
+
+def test_weight_decay_schedule_and_serialisation():
+    from tf_largebatch import schedules
+
+    wd = schedules.WeightDecaySchedule(1e-4, steps_per_epoch=1, total_epochs=10,
+                                       final_fraction=0.5, final_weight_decay=1.0)
+    opt = optimizers.MomentumSGD(0.1, momentum=0.0, weight_decay=wd)
+    v = keras.Variable(np.ones(1, "float32"), name="kernel")
+    for _ in range(6):  # λ = 1e-4 for steps 0..4, then 1.0 at step 5
+        opt.apply([np.zeros(1, "float32")], [v])
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(v), (1 - 1e-5) ** 5 * 0.9, rtol=1e-6)
+    restored = optimizers.MomentumSGD.from_config(opt.get_config())
+    assert isinstance(restored.l2, schedules.WeightDecaySchedule)
+    assert restored.get_config()["weight_decay"] == opt.get_config()["weight_decay"]
+    lars = optimizers.LARS.from_config(optimizers.LARS(0.3, trust_coefficient=0.01).get_config())
+    assert (lars.trust_coefficient, lars.momentum, lars.nesterov) == (0.01, 0.9, False)

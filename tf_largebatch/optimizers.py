@@ -1,0 +1,152 @@
+"""SGD with momentum correction and coupled L2 weight decay, and LARS.
+
+Keras's SGD keeps the rate inside the velocity (v ← m·v + η·g, w ← w − v), so
+when η changes the old velocity carries the old rate. Goyal et al. §2.3
+correct it:
+
+    g ← ∇L(w) + λ·w                      (λ = 1e-4; not on BN γ/β or biases)
+    v ← m · (η_t / η_{t−1}) · v + η_t · g
+    w ← w − v                            (Nesterov: w ← w − (m·v + η_t·g))
+
+which follows exactly the trajectory of v ← m·v + g, w ← w − η_t·v (the form
+PyTorch uses). Keras's `weight_decay` is decoupled (w ← w − η·λ·w outside the
+momentum), which is not the paper's, so it is not used here.
+"""
+
+import keras
+from keras import ops
+
+# Matched with re.search against variable names: BN γ/β and every bias.
+DEFAULT_EXCLUDE = ("gamma", "beta", "bias")
+
+
+@keras.saving.register_keras_serializable(package="tf_largebatch")
+class MomentumSGD(keras.optimizers.SGD):
+    """Momentum SGD with momentum correction and L2 weight decay (Goyal et al.).
+
+    Args:
+        learning_rate: float or a Keras `LearningRateSchedule` of the global step.
+        momentum: m (0.9).
+        nesterov: Nesterov momentum.
+        weight_decay: λ, a float or a schedule of the global step
+            (e.g. `schedules.WeightDecaySchedule`); added to the gradient.
+        momentum_correction: scale v by η_t/η_{t−1} when the rate changes.
+        exclude_from_weight_decay: variable-name regexes that get no weight
+            decay (and, in LARS, no trust-ratio adaptation).
+    """
+
+    def __init__(
+        self,
+        learning_rate=0.1,
+        momentum=0.9,
+        nesterov=False,
+        weight_decay=1e-4,
+        momentum_correction=True,
+        exclude_from_weight_decay=DEFAULT_EXCLUDE,
+        name=None,
+        **kwargs,
+    ):
+        super().__init__(
+            learning_rate=learning_rate, momentum=float(momentum), nesterov=nesterov,
+            name=name or type(self).__name__, **kwargs,
+        )
+        if isinstance(weight_decay, dict):
+            weight_decay = keras.saving.deserialize_keras_object(weight_decay)
+        self.l2 = weight_decay
+        self.momentum_correction = momentum_correction
+        self.exclude_patterns = tuple(exclude_from_weight_decay or ())
+        self.exclude_from_weight_decay(var_names=list(self.exclude_patterns))
+
+    def build(self, variables):
+        if self.built:
+            return
+        super().build(variables)
+        # The rate of the previous step, for the correction η_t/η_{t−1} (0 before the first).
+        self.previous_lr = self.add_variable((), initializer="zeros", name="previous_lr")
+        # A float λ lives in a variable so that callbacks can change it inside a compiled step.
+        self.l2_variable = None if callable(self.l2) else self.add_variable(
+            (), initializer=keras.initializers.Constant(self.l2), name="weight_decay"
+        )
+
+    def apply(self, grads, trainable_variables=None):
+        lr = ops.cast(self.learning_rate, "float32")
+        super().apply(grads, trainable_variables)
+        self.previous_lr.assign(lr)
+
+    def current_weight_decay(self):
+        """λ at the current step."""
+        if self.l2_variable is None:
+            return ops.cast(self.l2(self.iterations), "float32")
+        return self.l2_variable
+
+    def _local_rate(self, gradient, variable, weight_decay):
+        """Per-variable multiplier of η; 1 for SGD, the trust ratio for LARS."""
+        return 1.0
+
+    def update_step(self, gradient, variable, learning_rate):
+        dtype = variable.dtype
+        lr = ops.cast(learning_rate, dtype)
+        gradient = ops.cast(gradient, dtype)
+        adapted = self._use_weight_decay(variable)
+        if adapted:
+            weight_decay = ops.cast(self.current_weight_decay(), dtype)
+            scale = ops.cast(self._local_rate(gradient, variable, weight_decay), dtype)
+            step = lr * scale * (gradient + weight_decay * variable)
+        else:
+            step = lr * gradient
+        if self.momentum == 0:
+            self.assign_sub(variable, step)
+            return
+        # Keras's SGD stores the velocity as −v; keep its variable and sign.
+        velocity = self.momentums[self._get_variable_index(variable)]
+        m = ops.cast(self.momentum, dtype)
+        if self.momentum_correction:
+            previous = ops.cast(self.previous_lr, dtype)
+            ratio = ops.where(previous > 0, lr / ops.where(previous > 0, previous, 1.0), 1.0)
+            m = m * ratio
+        self.assign(velocity, m * velocity - step)
+        if self.nesterov:
+            self.assign_add(variable, ops.cast(self.momentum, dtype) * velocity - step)
+        else:
+            self.assign_add(variable, velocity)
+
+    def get_config(self):
+        config = super().get_config()
+        l2 = self.l2
+        if isinstance(l2, keras.optimizers.schedules.LearningRateSchedule):
+            l2 = keras.saving.serialize_keras_object(l2)
+        config.update(
+            weight_decay=l2,
+            momentum_correction=self.momentum_correction,
+            exclude_from_weight_decay=list(self.exclude_patterns),
+        )
+        return config
+
+
+@keras.saving.register_keras_serializable(package="tf_largebatch")
+class LARS(MomentumSGD):
+    """Layer-wise adaptive rate scaling (You et al. 2017) on top of `MomentumSGD`.
+
+    For each variable w not excluded (BN γ/β and biases get plain momentum SGD):
+
+        η_l = trust · ‖w‖ / (‖g‖ + λ‖w‖)     (1 when ‖w‖ or ‖g‖ is 0)
+        v ← m·(η_t/η_{t−1})·v + η_t · η_l · (g + λw)
+        w ← w − v
+    """
+
+    def __init__(self, learning_rate=0.1, trust_coefficient=0.001, epsilon=0.0, **kwargs):
+        super().__init__(learning_rate=learning_rate, **kwargs)
+        self.trust_coefficient = trust_coefficient
+        self.epsilon = epsilon
+
+    def _local_rate(self, gradient, variable, weight_decay):
+        w_norm = ops.sqrt(ops.sum(ops.square(variable)))
+        g_norm = ops.sqrt(ops.sum(ops.square(gradient)))
+        denominator = g_norm + weight_decay * w_norm + self.epsilon
+        ratio = self.trust_coefficient * w_norm / ops.where(denominator > 0, denominator, 1.0)
+        return ops.where((w_norm > 0) & (g_norm > 0), ratio, 1.0)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(trust_coefficient=self.trust_coefficient, epsilon=self.epsilon)
+        return config
