@@ -1,0 +1,34 @@
+"""Every flagfile in configs/ parses and passes the trainer's validators."""
+
+import pytest
+from absl import flags
+from helpers import ROOT
+
+from tf_largebatch import train  # noqa: F401  (defines the flags)
+
+CONFIGS = sorted((ROOT / "configs").glob("*.cfg"))
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=[c.stem for c in CONFIGS])
+def test_config_parses(config):
+    values = flags.FLAGS
+    values.unparse_flags()
+    try:
+        values(["train", f"--flagfile={config}", "--data_dir=/data/imagenet"])
+        assert values.model in train.MODELS
+        assert values.per_worker_batch == 32
+    finally:
+        values.unparse_flags()
+
+
+def test_paper_configs_use_the_papers_numbers():
+    values = flags.FLAGS
+    values.unparse_flags()
+    try:
+        values(["train", f"--flagfile={ROOT / 'configs/imagenet_kn8k_gradual.cfg'}",
+                "--data_dir=/data/imagenet"])
+        assert (values.base_lr, values.base_batch, values.warmup, values.warmup_epochs) == (
+            0.1, 256, "gradual", 5)
+        assert values.milestones == ["30", "60", "80"] and values.weight_decay == 1e-4
+    finally:
+        values.unparse_flags()

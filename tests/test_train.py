@@ -1,0 +1,148 @@
+"""The trainer end to end, with real `horovodrun -np 2` (Gloo, CPU)."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from helpers import ROOT, horovodrun
+
+# A CIFAR ResNet-8 on 64 synthetic images; n = 8, 3 steps per epoch.
+TINY = ["--model=cifar_resnet8", "--dataset=synthetic", "--synthetic_examples=64",
+        "--per_worker_batch=8", "--steps_per_epoch=3", "--eval_steps=1", "--seed=3",
+        "--warmup=gradual", "--warmup_epochs=1", "--milestones=2"]
+DUMP = ROOT / "tests/workers/train_and_dump.py"
+
+
+def run_single(args, check=True):
+    result = subprocess.run([sys.executable, str(DUMP), *map(str, args)], capture_output=True,
+                            text=True, cwd=ROOT, timeout=600)
+    if check and result.returncode != 0:
+        raise AssertionError(result.stderr[-4000:])
+    return result
+
+
+def load(path):
+    with np.load(path) as f:
+        return {k: f[k] for k in f.files}
+
+
+def read_jsonl(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_two_workers_agree_and_equal_two_simulated_workers(tmp_path):
+    (tmp_path / "hvd").mkdir()
+    (tmp_path / "sim").mkdir()
+    horovodrun([DUMP, *TINY, "--epochs=2", f"--log_dir={tmp_path}/hvd",
+                f"--dump={tmp_path}/hvd"])
+    run_single([*TINY, "--epochs=2", "--simulate_workers=2", f"--log_dir={tmp_path}/sim",
+                f"--dump={tmp_path}/sim"])
+    rank0, rank1 = load(tmp_path / "hvd/rank0.npz"), load(tmp_path / "hvd/rank1.npz")
+    simulated = load(tmp_path / "sim/rank0.npz")
+    assert rank0.keys() == rank1.keys() == simulated.keys()
+    assert any("moving_mean" in k for k in rank0)
+    for name in rank0:
+        np.testing.assert_array_equal(rank0[name], rank1[name], err_msg=name)
+        # Same gradient normalisation (1/kn), data split and per-worker BN over n = 8.
+        np.testing.assert_allclose(rank0[name], simulated[name], rtol=2e-4, atol=2e-6,
+                                   err_msg=name)
+    # Both logged the same global batch kn = 16 and the same k = 2.
+    for run in ("hvd", "sim"):
+        flags = json.loads((tmp_path / run / "flags.json").read_text())
+        assert (flags["workers"], flags["global_batch"]) == (2, 16)
+
+
+def expected_rates():
+    """k = 2, n = 8: η̂ = 0.1·16/256 = 0.00625, warmup from η̂/2 over 3 steps, ×0.1 at epoch 2."""
+    peak, start = 0.00625, 0.003125
+    return [start + (peak - start) * t / 3 for t in range(3)] + [peak] * 3 + [peak / 10] * 3
+
+
+def test_logged_rates_follow_the_formula_across_a_resume(tmp_path):
+    common = [DUMP, *TINY, f"--log_dir={tmp_path}", f"--dump={tmp_path}", "--log_every_step"]
+    horovodrun([*common, "--epochs=2"])
+    horovodrun([*common, "--epochs=3", "--resume"])
+    steps = read_jsonl(tmp_path / "steps.jsonl")
+    assert [s["step"] for s in steps] == list(range(9))
+    assert [s["lr"] for s in steps] == pytest.approx(expected_rates(), rel=1e-6)
+    epochs = read_jsonl(tmp_path / "metrics.jsonl")
+    assert [e["epoch"] for e in epochs] == [1, 2, 3]
+    assert [e["step"] for e in epochs] == [3, 6, 9]
+    for record in epochs:
+        assert {"train_loss", "train_top1_error", "val_loss", "val_top1_error",
+                "val_top5_error", "images_per_sec", "wall_s", "lr"} <= record.keys()
+        assert 0 <= record["val_top1_error"] <= 1 and np.isfinite(record["train_loss"])
+
+
+def test_resumed_run_equals_an_uninterrupted_one(tmp_path):
+    sim = [*TINY, "--simulate_workers=2"]
+    (tmp_path / "straight").mkdir()
+    run_single([*sim, "--epochs=3", f"--log_dir={tmp_path}/straight",
+                f"--dump={tmp_path}/straight"])
+    (tmp_path / "resumed").mkdir()
+    resumed = [*sim, f"--log_dir={tmp_path}/resumed", f"--dump={tmp_path}/resumed"]
+    run_single([*resumed, "--epochs=2"])
+    run_single([*resumed, "--epochs=3", "--resume"])
+    straight, again = load(tmp_path / "straight/rank0.npz"), load(tmp_path / "resumed/rank0.npz")
+    for name in straight:  # same rates, same data order, same momentum buffers
+        np.testing.assert_allclose(again[name], straight[name], rtol=1e-6, atol=1e-7,
+                                   err_msg=name)
+
+
+def test_divergent_run_stops_with_the_message_and_keeps_its_checkpoint(tmp_path):
+    # Epoch 1 trains normally; at epoch 2 the rate jumps ×1e30 (a "decay" factor), as a
+    # large minibatch without warmup does.
+    args = [*TINY, "--warmup=none", "--milestones=1", "--decay_factor=1e30", "--epochs=3",
+            "--simulate_workers=2", f"--log_dir={tmp_path}", f"--dump={tmp_path}"]
+    result = run_single(args, check=False)
+    assert result.returncode == 1
+    assert "loss became nan" in result.stderr.lower() or "loss became inf" in result.stderr
+    assert "warmup" in result.stderr
+    state = json.loads((tmp_path / "checkpoints/run.json").read_text())
+    assert (state["epoch"], state["step"]) == (1, 3)
+    import tensorflow as tf
+
+    reader = tf.train.load_checkpoint(str(tmp_path / "checkpoints/ckpt-1"))
+    shapes = reader.get_variable_to_shape_map()
+    assert shapes and all(np.isfinite(reader.get_tensor(k)).all() for k in shapes
+                          if reader.get_variable_to_dtype_map()[k].is_floating)
+    assert not (tmp_path / "checkpoints/ckpt-2.index").exists()
+
+
+@pytest.mark.parametrize(
+    "flag, message",
+    [
+        ("--per_worker_batch=0", "--per_worker_batch must be ≥ 1"),
+        ("--milestones=60,30", "--milestones must be increasing"),
+        ("--warmup_epochs=5", "--warmup_epochs must be smaller than --epochs"),
+        ("--dataset=folder", "--dataset=folder|tfrecord needs --data_dir"),
+        ("--dataset=imagenet", "--dataset must be synthetic, folder, tfrecord or tfds:<name>"),
+        ("--momentum=1.5", "--momentum must be in [0, 1)"),
+        ("--steps_per_epoch=9", "--steps_per_epoch=9 exceeds the 8 global batches"),
+    ],
+)
+def test_bad_flags_fail_at_start_naming_the_flag(tmp_path, flag, message):
+    result = run_single([*TINY, "--epochs=2", f"--log_dir={tmp_path}", f"--dump={tmp_path}",
+                         flag], check=False)
+    assert result.returncode != 0
+    assert message in result.stderr
+    assert not (tmp_path / "checkpoints").exists()
+
+
+def test_resume_and_fresh_start_refuse_what_would_lose_work(tmp_path):
+    args = [*TINY, "--epochs=2", f"--log_dir={tmp_path}", f"--dump={tmp_path}"]
+    result = run_single([*args, "--resume"], check=False)
+    assert result.returncode == 1 and "--resume: no checkpoint in" in result.stderr
+    run_single(args)
+    before = (tmp_path / "checkpoints/ckpt-2.index").read_bytes()
+    metrics = (tmp_path / "metrics.jsonl").read_text()
+    result = run_single(args, check=False)
+    assert result.returncode == 1 and "Pass --resume to continue" in result.stderr
+    assert (tmp_path / "checkpoints/ckpt-2.index").read_bytes() == before
+    assert (tmp_path / "metrics.jsonl").read_text() == metrics
+    result = run_single([*args, "--resume"], check=False)
+    assert result.returncode == 1 and "raise --epochs to train further" in result.stderr
+    result = run_single([*args, "--epochs=3", "--resume", "--model=cifar_resnet14"], check=False)
+    assert result.returncode == 1 and "does not fit this model" in result.stderr

@@ -1,0 +1,181 @@
+"""The Keras 3 ↔ Horovod bridge (TensorFlow backend).
+
+`horovod.tensorflow.keras` targets Keras 2: its DistributedOptimizer overrides
+methods that the Keras 3 trainer never calls (the allreduce would be skipped
+silently) and its callbacks use Keras 2 backend functions. This module does
+the same jobs with the ops of `horovod.tensorflow`, which work:
+
+- `init()`: Horovod settings from arguments, `hvd.init()`, one GPU per local rank.
+- `distributed_optimizer()`: averages gradients across the k workers before every
+  update. Each worker's loss is its mean over n images, so the average over k is
+  the paper's 1/(kn) normalisation of the summed gradient.
+- `BroadcastInitialState`, `AverageBatchNormStatistics`: Keras callbacks.
+- `weighted_mean()`: a metric averaged across workers by sample counts.
+"""
+
+import dataclasses
+import os
+
+import horovod.tensorflow as hvd
+import keras
+import tensorflow as tf
+from absl import logging
+
+
+@dataclasses.dataclass(frozen=True)
+class Context:
+    rank: int
+    size: int
+    local_rank: int
+    hierarchical_allreduce: bool
+
+    @property
+    def is_chief(self):
+        return self.rank == 0
+
+
+def init(hierarchical_allreduce=False, fusion_threshold_mb=None, cycle_time_ms=None):
+    """Initialises Horovod (or a single process when not run by horovodrun).
+
+    Horovod reads its tuning variables at `hvd.init()`, so they are set here first.
+    Returns a `Context`; `hierarchical_allreduce` in it says whether the setting
+    takes effect (it needs a build with MPI and NCCL and more than one host).
+    """
+    if hierarchical_allreduce:
+        os.environ["HOROVOD_HIERARCHICAL_ALLREDUCE"] = "1"
+    if fusion_threshold_mb is not None:
+        os.environ["HOROVOD_FUSION_THRESHOLD"] = str(int(fusion_threshold_mb * 1024 * 1024))
+    if cycle_time_ms is not None:
+        os.environ["HOROVOD_CYCLE_TIME"] = str(cycle_time_ms)
+    hvd.init()
+    gpus = tf.config.list_physical_devices("GPU")
+    for gpu in gpus:
+        tf.config.experimental.set_memory_growth(gpu, True)
+    if gpus:
+        tf.config.set_visible_devices(gpus[hvd.local_rank() % len(gpus)], "GPU")
+    effective = False
+    if hierarchical_allreduce:
+        missing = [
+            why
+            for why, ok in (
+                ("horovod was built without MPI", hvd.mpi_built()),
+                ("horovod was built without NCCL", hvd.nccl_built()),
+                ("all workers are on one host", hvd.cross_size() > 1),
+                ("there are no GPUs", bool(gpus)),
+            )
+            if not ok
+        ]
+        effective = not missing
+        if missing and hvd.rank() == 0:
+            logging.warning(
+                "--hierarchical_allreduce has no effect here (%s); Horovod uses its flat "
+                "allreduce.", "; ".join(missing)
+            )
+    if hvd.size() == 1 and "HOROVOD_RANK" not in os.environ and "OMPI_COMM_WORLD_RANK" not in (
+        os.environ
+    ):
+        logging.info("Not launched by horovodrun: training in a single process (k = 1).")
+    return Context(hvd.rank(), hvd.size(), hvd.local_rank(), effective)
+
+
+class _AllreduceGradients:
+    """Mixin placed before an optimizer's class: averages gradients across workers."""
+
+    def apply(self, grads, trainable_variables=None):
+        grads = list(grads)
+        if hvd.size() > 1:
+            grads = hvd.grouped_allreduce(grads, op=hvd.Average, compression=self.hvd_compression)
+        return super().apply(grads, trainable_variables)
+
+
+def distributed_optimizer(optimizer, compression="none"):
+    """Makes `optimizer` average its gradients across the Horovod workers.
+
+    The object keeps its state, config and variables; its class becomes a
+    subclass with the allreduce in `apply`, the method Keras 3's `train_step`
+    reaches through `apply_gradients`. Wrap the outermost optimizer: with
+    mixed_float16, wrap `keras.optimizers.LossScaleOptimizer(opt)` (the trainer
+    does), so that every worker sees the same averaged, possibly non-finite,
+    gradients and takes the same branch. `compression`: "none" or "fp16".
+    """
+    if not hvd.is_initialized():
+        raise RuntimeError("call tf_largebatch.distributed.init() before distributed_optimizer()")
+    if isinstance(optimizer, _AllreduceGradients):
+        return optimizer
+    compressions = {"none": hvd.Compression.none, "fp16": hvd.Compression.fp16}
+    if compression not in compressions:
+        raise ValueError(f"compression must be one of {sorted(compressions)}, got {compression!r}")
+    base = type(optimizer)
+    optimizer.__class__ = type(f"Distributed{base.__name__}", (_AllreduceGradients, base), {})
+    optimizer.hvd_compression = compressions[compression]
+    return optimizer
+
+
+def _broadcast(variables, root_rank):
+    for i, variable in enumerate(variables):
+        variable.assign(hvd.broadcast(tf.convert_to_tensor(variable), root_rank, name=f"bcast{i}"))
+
+
+def broadcast_model_and_optimizer(model, root_rank=0):
+    """Copies rank `root_rank`'s weights and optimizer state to every worker."""
+    if hvd.size() > 1:
+        _broadcast(model.variables + list(model.optimizer.variables), root_rank)
+
+
+class BroadcastInitialState(keras.callbacks.Callback):
+    """Broadcasts model and optimizer variables from rank 0 when training begins.
+
+    In Keras 3 the model and the optimizer are built before `on_train_begin`, so
+    all their variables (momentum buffers included) exist here.
+    """
+
+    def __init__(self, root_rank=0):
+        super().__init__()
+        self.root_rank = root_rank
+
+    def on_train_begin(self, logs=None):
+        broadcast_model_and_optimizer(self.model, self.root_rank)
+
+
+def batch_norm_statistics(model):
+    """The moving means and variances of every BatchNormalization layer in `model`."""
+    return [
+        v
+        for layer in model._flatten_layers()
+        if isinstance(layer, keras.layers.BatchNormalization)
+        for v in (layer.moving_mean, layer.moving_variance)
+    ]
+
+
+def average_batch_norm_statistics(model):
+    """Replaces each worker's BN moving statistics by their average over workers."""
+    stats = batch_norm_statistics(model)
+    if hvd.size() > 1 and stats:
+        averaged = hvd.grouped_allreduce([tf.convert_to_tensor(v) for v in stats], op=hvd.Average)
+        for variable, value in zip(stats, averaged, strict=True):
+            variable.assign(value)
+
+
+class AverageBatchNormStatistics(keras.callbacks.Callback):
+    """Averages BN moving statistics across workers before evaluation and at epoch end.
+
+    Each worker's BN saw only its own shard; evaluation and checkpoints need one
+    set of statistics. Put it before the checkpoint callback.
+    """
+
+    def on_test_begin(self, logs=None):
+        average_batch_norm_statistics(self.model)
+
+    def on_epoch_end(self, epoch, logs=None):
+        average_batch_norm_statistics(self.model)
+
+
+def weighted_mean(value, count):
+    """Σ_r value_r·count_r / Σ_r count_r over the workers (a mean of means is wrong
+    when the workers' counts differ, as in evaluation with padding)."""
+    if hvd.size() == 1:
+        return float(value)
+    total, weight = hvd.allreduce(
+        tf.constant([float(value) * count, float(count)], tf.float64), op=hvd.Sum
+    ).numpy()
+    return float(total / weight) if weight else float("nan")

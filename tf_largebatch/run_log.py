@@ -1,0 +1,134 @@
+"""Per-epoch and per-step logs that the curves tool, the tests and the benchmarks read.
+
+`metrics.jsonl`: one JSON object per epoch (epoch, step, lr, train_loss,
+train_top1_error, val_loss, val_top1_error, val_top5_error, images_per_sec,
+wall_s); `steps.jsonl` with --log_every_step: step, lr, loss. Files are
+appended to, so a resumed run continues them (lines of epochs that are run
+again after a resume are rewritten, the rest kept).
+"""
+
+import json
+import os
+import time
+
+import keras
+from keras import ops
+
+from tf_largebatch import distributed
+
+
+def read_jsonl(path):
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def _truncate_jsonl(path, key, first_value):
+    """Drops the lines whose `key` is ≥ `first_value` (they are about to be redone)."""
+    if os.path.exists(path):
+        kept = [r for r in read_jsonl(path) if r[key] < first_value]
+        with open(path, "w") as f:
+            f.writelines(json.dumps(r) + "\n" for r in kept)
+
+
+class GlobalMetrics(keras.callbacks.Callback):
+    """Replaces each worker's epoch metrics by the average over all workers.
+
+    Runs on every worker (it allreduces). Training metrics average with weight
+    steps·n (every worker trains on the same number of images); validation
+    metrics with each worker's count of real (unpadded) validation images. Also
+    renames Keras's keys to the log's: top1 → top1_error = 1 − accuracy, and
+    val_loss is the weighted cross-entropy (Keras's own val_loss counts padding).
+    """
+
+    def __init__(self, train_images_per_epoch, val_images_on_worker):
+        super().__init__()
+        self.train_count = train_images_per_epoch
+        self.val_count = val_images_on_worker
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is None:
+            return
+        out = {}
+        for key in sorted(logs):
+            count = self.val_count if key.startswith("val_") else self.train_count
+            out[key] = distributed.weighted_mean(logs[key], count)
+        for prefix in ("", "val_"):
+            if prefix + "top1" in out:
+                out[prefix + "top1_error"] = 1.0 - out.pop(prefix + "top1")
+                out[prefix + "top5_error"] = 1.0 - out.pop(prefix + "top5")
+        if "val_xent" in out:
+            out["val_loss"] = out.pop("val_xent")
+        out.pop("xent", None)
+        logs.clear()
+        logs.update(out)
+
+
+class RunLogger(keras.callbacks.Callback):
+    """Writes metrics.jsonl (and steps.jsonl) in `log_dir`; chief worker only.
+
+    `schedule` gives the rate of global step t; `images_per_step` is k·n.
+    """
+
+    def __init__(self, log_dir, schedule, images_per_step, log_every_step=False):
+        super().__init__()
+        self.log_dir = log_dir
+        self.schedule = schedule
+        self.images_per_step = images_per_step
+        self.log_every_step = log_every_step
+        self.metrics_path = os.path.join(log_dir, "metrics.jsonl")
+        self.steps_path = os.path.join(log_dir, "steps.jsonl")
+        self.start = time.time()
+
+    def _step(self):
+        return int(ops.convert_to_numpy(self.model.optimizer.iterations))
+
+    def _lr(self, step):
+        return float(ops.convert_to_numpy(self.schedule(step)))
+
+    def on_train_begin(self, logs=None):
+        os.makedirs(self.log_dir, exist_ok=True)
+        first_step = self._step()
+        _truncate_jsonl(self.steps_path, "step", first_step)
+        if os.path.exists(self.metrics_path):
+            _truncate_jsonl(self.metrics_path, "step", first_step + 1)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch_start = time.time()
+        self.epoch_first_step = self._step()
+        self.train_seconds = None
+        self.previous_mean = 0.0
+
+    def on_train_batch_end(self, batch, logs=None):
+        if not self.log_every_step:
+            return
+        # Keras logs the running mean of the epoch; the batch's own loss is recovered from it.
+        mean = float(logs["loss"])
+        loss = (batch + 1) * mean - batch * self.previous_mean
+        self.previous_mean = mean
+        step = self._step() - 1
+        with open(self.steps_path, "a") as f:
+            f.write(json.dumps({"step": step, "lr": self._lr(step), "loss": loss}) + "\n")
+
+    def on_test_begin(self, logs=None):
+        if self.train_seconds is None:
+            self.train_seconds = time.time() - self.epoch_start
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        step = self._step()
+        train_seconds = self.train_seconds or time.time() - self.epoch_start
+        record = {
+            "epoch": epoch + 1,  # epochs completed
+            "step": step,
+            "lr": self._lr(step - 1),
+            "train_loss": logs.get("loss"),
+            "train_top1_error": logs.get("top1_error"),
+            "val_loss": logs.get("val_loss"),
+            "val_top1_error": logs.get("val_top1_error"),
+            "val_top5_error": logs.get("val_top5_error"),
+            "images_per_sec": (step - self.epoch_first_step) * self.images_per_step
+            / max(train_seconds, 1e-9),
+            "wall_s": time.time() - self.start,
+        }
+        with open(self.metrics_path, "a") as f:
+            f.write(json.dumps(record) + "\n")
