@@ -35,8 +35,12 @@ def read_jsonl(path):
 def test_two_workers_agree_and_equal_two_simulated_workers(tmp_path):
     (tmp_path / "hvd").mkdir()
     (tmp_path / "sim").mkdir()
-    horovodrun([DUMP, *TINY, "--epochs=2", f"--log_dir={tmp_path}/hvd",
-                f"--dump={tmp_path}/hvd"])
+    # --hierarchical_allreduce needs MPI + NCCL + several hosts: here it must say so and
+    # change nothing.
+    result = horovodrun([DUMP, *TINY, "--epochs=2", f"--log_dir={tmp_path}/hvd",
+                         f"--dump={tmp_path}/hvd", "--hierarchical_allreduce"])
+    assert "--hierarchical_allreduce has no effect here (horovod was built without MPI" in (
+        result.stdout + result.stderr)
     run_single([*TINY, "--epochs=2", "--simulate_workers=2", f"--log_dir={tmp_path}/sim",
                 f"--dump={tmp_path}/sim"])
     rank0, rank1 = load(tmp_path / "hvd/rank0.npz"), load(tmp_path / "hvd/rank1.npz")
@@ -146,3 +150,30 @@ def test_resume_and_fresh_start_refuse_what_would_lose_work(tmp_path):
     assert result.returncode == 1 and "raise --epochs to train further" in result.stderr
     result = run_single([*args, "--epochs=3", "--resume", "--model=cifar_resnet14"], check=False)
     assert result.returncode == 1 and "does not fit this model" in result.stderr
+
+
+def test_resume_with_fewer_workers_warns_and_rescales_the_rate(tmp_path):
+    args = [*TINY, f"--log_dir={tmp_path}", f"--dump={tmp_path}", "--log_every_step"]
+    run_single([*args, "--epochs=2", "--simulate_workers=2"])
+    result = run_single([*args, "--epochs=3", "--resume", "--simulate_workers=1"])
+    assert "Resuming a run of k·n = 2×8 with k·n = 1×8" in result.stderr
+    steps = read_jsonl(tmp_path / "steps.jsonl")
+    assert [s["step"] for s in steps] == list(range(9))
+    # Epoch 3 with k = 1: η̂ = 0.1·8/256 = 0.003125, after the ×0.1 of epoch 2: 0.0003125.
+    assert [s["lr"] for s in steps[6:]] == pytest.approx([0.0003125] * 3, rel=1e-6)
+    assert [s["lr"] for s in steps[:6]] == pytest.approx(expected_rates()[:6], rel=1e-6)
+
+
+def test_reference_run_stops_a_run_whose_curve_leaves_it(tmp_path):
+    reference = tmp_path / "reference"
+    reference.mkdir()
+    # A reference whose training error is 0 at every epoch: this run cannot stay within 2
+    # points of it, so training stops after the first checked epoch (epoch 2, after warmup).
+    (reference / "metrics.jsonl").write_text("".join(
+        json.dumps({"epoch": e, "train_top1_error": 0.0, "val_top1_error": 0.0}) + "\n"
+        for e in range(1, 5)))
+    (reference / "flags.json").write_text(json.dumps({"warmup": "none", "warmup_epochs": 0}))
+    result = run_single([*TINY, "--epochs=4", f"--log_dir={tmp_path}/run", f"--dump={tmp_path}",
+                         f"--reference_run={reference}", "--check_fraction=1.0"])
+    assert "early curve check" in result.stderr and "failed at epoch 2" in result.stderr
+    assert [e["epoch"] for e in read_jsonl(tmp_path / "run/metrics.jsonl")] == [1, 2]

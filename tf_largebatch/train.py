@@ -81,6 +81,10 @@ flags.DEFINE_string("checkpoint_dir", None, "Checkpoints (default <log_dir>/chec
 flags.DEFINE_bool("resume", False, "Continue from the latest checkpoint in --checkpoint_dir.")
 flags.DEFINE_bool("log_every_step", False, "Also write steps.jsonl (step, lr, loss).")
 flags.DEFINE_integer("keep_checkpoints", 3, "Checkpoints kept.")
+flags.DEFINE_string("reference_run", None, "A run's --log_dir: stop when this run's training "
+                    "error leaves that run's curve early on (the paper's early check).")
+flags.DEFINE_float("check_fraction", 0.3, "Fraction of training the early check covers.")
+flags.DEFINE_float("check_tolerance", 0.02, "Allowed |Δ train top-1 error| in the early check.")
 
 FLAGS = flags.FLAGS
 
@@ -288,6 +292,10 @@ def train():
         distributed.AverageBatchNormStatistics(),
         run_log.GlobalMetrics(steps_per_epoch * n * FLAGS.simulate_workers, val_images),
     ]
+    if FLAGS.reference_run:  # after GlobalMetrics: every worker sees the same averaged error
+        warmup_epochs = 0.0 if FLAGS.warmup == "none" else FLAGS.warmup_epochs
+        cbs.append(callbacks.EarlyCurveCheck(FLAGS.reference_run, FLAGS.check_fraction,
+                                             FLAGS.check_tolerance, warmup_epochs=warmup_epochs))
     if ctx.is_chief:
         os.makedirs(FLAGS.log_dir, exist_ok=True)
         with open(os.path.join(FLAGS.log_dir, "flags.json"), "w") as f:

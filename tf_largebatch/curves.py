@@ -1,0 +1,364 @@
+"""Training/validation error curves of trainer runs, and the early curve check.
+
+    python -m tf_largebatch.curves RUN_DIR [RUN_DIR ...] [--out=curves.png]
+        [--reference=RUN_DIR] [--check_fraction=0.3 --tolerance=0.02]
+
+Reads each run's `metrics.jsonl` and `flags.json` (written by tf_largebatch.train
+in its --log_dir), draws training and validation top-1 error (%) against epochs
+side by side (as in Goyal et al. 2017, Fig. 2/4) into a PNG, and prints a
+markdown table: run, epochs, final and best validation top-1 error, and the gap
+to the reference's training curve. The reference is --reference, else the first
+RUN_DIR.
+
+Gap: the mean of |train_top1_error(run) − train_top1_error(reference)| over the
+epochs both runs logged that come after warmup, in percentage points. "After
+warmup" means epoch > max(reference's warmup epochs, run's warmup epochs), so a
+run's own warmup (where its curve is meant to differ) is left out; a run's
+warmup counts as 0 epochs when its --warmup is "none".
+
+Early check (the paper: "training error curves can be used as a reliable proxy
+for success well before training finishes"): with --check_fraction=f and
+--tolerance=t, a run PASSES when at every epoch e with
+warmup < e ≤ f × (reference's number of logged epochs) its training error is
+within t (absolute, 0.02 = 2 points) of the reference's at the same epoch, i.e.
+max |Δ| ≤ t (not the mean). A run that has not yet logged every such epoch and
+exceeded nowhere is INCOMPLETE.
+
+Exit codes: 0 all checked runs pass (or no check asked), 1 some run FAILs,
+2 bad arguments or a directory that is not a trainer run, 3 no FAIL but some
+run INCOMPLETE.
+
+The same check during training: `tf_largebatch.callbacks.EarlyCurveCheck`.
+This module imports neither Keras nor TensorFlow, so the CLI starts fast.
+
+Curve values are fractions (0.25) everywhere in the functions; only the table,
+messages and plot show percentages.
+"""
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import sys
+
+METRICS = "metrics.jsonl"
+FLAGS_FILE = "flags.json"
+_EPS = 1e-9
+
+
+class RunDirError(ValueError):
+    """A path that is not a readable tf_largebatch.train run directory."""
+
+
+# ---------------------------------------------------------------- loading --
+
+
+def read_metrics(path):
+    """Parses a metrics.jsonl; errors name the file and the 1-based line number."""
+    records = []
+    with open(path) as f:
+        for number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise RunDirError(f"{path}, line {number}: malformed JSON ({e.msg})") from None
+            if not isinstance(record, dict) or "epoch" not in record:
+                raise RunDirError(f"{path}, line {number}: not an epoch record "
+                                  "(a JSON object with an \"epoch\" key)")
+            records.append(record)
+    return records
+
+
+@dataclasses.dataclass
+class Run:
+    """One run's logs: `records` from metrics.jsonl, `flags` from flags.json ({} if absent)."""
+
+    path: str
+    flags: dict
+    records: list
+
+    def curve(self, key):
+        """{epoch: value} of `key`, leaving out epochs where it is null or missing."""
+        return {int(r["epoch"]): float(r[key]) for r in self.records
+                if r.get(key) is not None}
+
+    @property
+    def epochs(self):
+        """Last epoch logged (epochs completed)."""
+        return max(int(r["epoch"]) for r in self.records)
+
+    @property
+    def warmup_epochs(self):
+        """Warmup length in epochs; 0 when --warmup=none or unknown."""
+        if self.flags.get("warmup", "none") == "none":
+            return 0.0
+        return float(self.flags.get("warmup_epochs") or 0.0)
+
+    @property
+    def label(self):
+        return run_label(self.flags, os.path.basename(os.path.normpath(self.path)))
+
+
+def load_run(path):
+    """Reads RUN_DIR/metrics.jsonl and RUN_DIR/flags.json; raises RunDirError."""
+    hint = "pass the --log_dir of a tf_largebatch.train run"
+    if not os.path.isdir(path):
+        raise RunDirError(f"{path}: no such directory; not a trainer run directory ({hint})")
+    metrics = os.path.join(path, METRICS)
+    if not os.path.isfile(metrics):
+        raise RunDirError(f"{path} has no {METRICS}; not a trainer run directory ({hint})")
+    records = read_metrics(metrics)
+    if not records:
+        raise RunDirError(f"{metrics} is empty: the run has not finished an epoch yet ({hint} "
+                          "that has logged at least one epoch)")
+    flags = {}
+    flags_path = os.path.join(path, FLAGS_FILE)
+    if os.path.isfile(flags_path):
+        try:
+            with open(flags_path) as f:
+                flags = json.load(f)
+        except json.JSONDecodeError as e:
+            raise RunDirError(f"{flags_path}, line {e.lineno}: malformed JSON ({e.msg})") from None
+    return Run(path=path, flags=flags, records=records)
+
+
+def run_label(flags, fallback):
+    """'kn=8192, gradual warmup' / 'kn=256, no warmup' / '… + LARS' from flags.json."""
+    if "global_batch" not in flags:
+        return fallback
+    warmup = flags.get("warmup", "none")
+    if warmup == "none" or not flags.get("warmup_epochs"):
+        text = "no warmup"
+    else:
+        text = f"{warmup} warmup"
+    label = f"kn={flags['global_batch']}, {text}"
+    if flags.get("optimizer") == "lars":
+        label += " + LARS"
+    return label
+
+
+def unique_labels(runs):
+    """Labels, with the directory name appended where two runs would share one."""
+    labels = [r.label for r in runs]
+    return [f"{label} ({os.path.basename(os.path.normpath(r.path))})"
+            if labels.count(label) > 1 else label for label, r in zip(labels, runs, strict=True)]
+
+
+# ----------------------------------------------------------- computations --
+
+
+def _after_warmup(reference, run):
+    return max(reference.warmup_epochs, run.warmup_epochs)
+
+
+def training_gap(reference, run):
+    """Mean |Δ train_top1_error| over shared epochs after warmup (a fraction); None if none."""
+    start = _after_warmup(reference, run)
+    ref, mine = reference.curve("train_top1_error"), run.curve("train_top1_error")
+    diffs = [abs(mine[e] - ref[e]) for e in sorted(ref.keys() & mine.keys()) if e > start + _EPS]
+    return sum(diffs) / len(diffs) if diffs else None
+
+
+def check_window(reference_epochs, fraction, warmup_epochs):
+    """(first, last) epochs the early check covers: warmup < e ≤ fraction·reference_epochs."""
+    if not 0 < fraction <= 1:
+        raise ValueError(f"the check fraction must be in (0, 1], got {fraction}")
+    first = math.floor(warmup_epochs + _EPS) + 1
+    last = math.floor(fraction * reference_epochs + _EPS)
+    if last < first:
+        raise ValueError(
+            f"nothing to check: fraction {fraction} of the reference's {reference_epochs} "
+            f"epochs ends at epoch {fraction * reference_epochs:g}, within the warmup "
+            f"({warmup_epochs:g} epochs); raise the check fraction")
+    return first, last
+
+
+@dataclasses.dataclass
+class CheckResult:
+    """Outcome of the early check of one run. `verdict` is PASS, FAIL or INCOMPLETE."""
+
+    verdict: str
+    first: int
+    last: int
+    tolerance: float
+    checked: list  # epochs compared
+    max_diff: float | None
+    worst_epoch: int | None
+    missing: list  # window epochs the run (or the reference) has not logged
+
+    @property
+    def passed(self):
+        return self.verdict == "PASS"
+
+    def describe(self):
+        where = f"epochs {self.first}–{self.last}"
+        if self.max_diff is None:
+            return f"{self.verdict}: no epoch of {where} logged yet"
+        text = (f"{self.verdict}: max |Δ train top-1| {100 * self.max_diff:.2f} points at epoch "
+                f"{self.worst_epoch} (tolerance {100 * self.tolerance:.2f}) over {where}")
+        if self.missing:
+            text += f"; epochs {', '.join(map(str, self.missing))} not logged yet"
+        return text
+
+
+def compare_curves(ref_curve, run_curve, first, last, tolerance):
+    """The early check on {epoch: train error} dicts over epochs first..last (see module doc)."""
+    window = range(first, last + 1)
+    checked = [e for e in window if e in ref_curve and e in run_curve]
+    missing = [e for e in window if e not in checked]
+    diffs = {e: abs(run_curve[e] - ref_curve[e]) for e in checked}
+    worst = max(diffs, key=diffs.get) if diffs else None
+    max_diff = diffs[worst] if diffs else None
+    if max_diff is not None and max_diff > tolerance + _EPS:
+        verdict = "FAIL"
+    elif missing:
+        verdict = "INCOMPLETE"
+    else:
+        verdict = "PASS"
+    return CheckResult(verdict, first, last, tolerance, checked, max_diff, worst, missing)
+
+
+def early_check(reference, run, fraction, tolerance):
+    """Does `run`'s training error stay within `tolerance` of `reference`'s early on?
+
+    Epochs after warmup (of either run) up to fraction × the reference's logged
+    epochs; PASS iff |Δ| ≤ tolerance at every one. Raises ValueError when that
+    window is empty.
+    """
+    first, last = check_window(reference.epochs, fraction, _after_warmup(reference, run))
+    return compare_curves(reference.curve("train_top1_error"), run.curve("train_top1_error"),
+                          first, last, tolerance)
+
+
+# ------------------------------------------------------------- reporting --
+
+
+def _pct(value):
+    return "–" if value is None else f"{100 * value:.2f}"
+
+
+def format_table(runs, labels=None):
+    """Markdown table; runs[0] is the reference."""
+    labels = labels or unique_labels(runs)
+    lines = ["| run | epochs | final val top-1 (%) | best val top-1 (%) "
+             "| train-error gap to reference (points) |",
+             "|---|---:|---:|---:|---:|"]
+    for i, (run, label) in enumerate(zip(runs, labels, strict=True)):
+        val = run.curve("val_top1_error")
+        final = val[max(val)] if val else None
+        best = min(val.values()) if val else None
+        gap = "(reference)" if i == 0 else _pct(training_gap(runs[0], run))
+        lines.append(f"| {label} | {run.epochs} | {_pct(final)} | {_pct(best)} | {gap} |")
+    return "\n".join(lines)
+
+
+def plot_curves(runs, out, labels=None):
+    """Training and validation top-1 error (%) vs epochs, two panels, saved to `out`."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    labels = labels or unique_labels(runs)
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
+    for i, (run, label) in enumerate(zip(runs, labels, strict=True)):
+        color = f"C{i % 10}"
+        for ax, key in zip(axes, ("train_top1_error", "val_top1_error"), strict=True):
+            curve = run.curve(key)
+            if not curve:
+                continue
+            epochs = sorted(curve)
+            ax.plot(epochs, [100 * curve[e] for e in epochs], color=color, label=label,
+                    linewidth=1.5, marker="o" if len(epochs) <= 30 else None, markersize=3)
+    for ax, title in zip(axes, ("training error", "validation error"), strict=True):
+        ax.set_title(title)
+        ax.set_xlabel("epochs")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("top-1 error (%)")
+    axes[0].legend(fontsize="small")
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+
+
+# -------------------------------------------------------------------- CLI --
+
+
+def _fraction(text):
+    value = float(text)
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {text}")
+    return value
+
+
+def _tolerance(text):
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be ≥ 0, got {text}")
+    return value
+
+
+def _parser():
+    p = argparse.ArgumentParser(
+        prog="python -m tf_largebatch.curves",
+        description="Plot error curves of tf_largebatch.train runs and compare them with a "
+                    "reference run (the first RUN_DIR, or --reference).")
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="a train run's --log_dir")
+    p.add_argument("--out", default="curves.png", help="PNG to write (default: curves.png)")
+    p.add_argument("--reference", help="reference run (default: the first RUN_DIR)")
+    p.add_argument("--check_fraction", type=_fraction,
+                   help="early check over epochs after warmup up to this fraction of the "
+                        "reference's epochs; exit 1 if a run fails it")
+    p.add_argument("--tolerance", type=_tolerance, default=0.02,
+                   help="largest allowed |Δ train top-1 error| at any checked epoch, as a "
+                        "fraction (default 0.02 = 2 points)")
+    return p
+
+
+def main(argv=None):
+    args = _parser().parse_args(argv)
+    paths = list(args.run_dirs)
+    if args.reference:
+        same = [p for p in paths if os.path.realpath(p) == os.path.realpath(args.reference)]
+        paths = [args.reference] + [p for p in paths if p not in same]
+    try:
+        runs = [load_run(p) for p in paths]
+    except (RunDirError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    for run in runs:
+        if not run.flags:
+            print(f"note: {run.path} has no {FLAGS_FILE}: labelled by its directory name, "
+                  "warmup taken as 0 epochs", file=sys.stderr)
+    labels = unique_labels(runs)
+
+    plot_curves(runs, args.out, labels)
+    print(format_table(runs, labels))
+    print(f"\nReference: {labels[0]} ({runs[0].path}). Figure: {args.out}")
+
+    if args.check_fraction is None:
+        return 0
+    if len(runs) == 1:
+        print("Early check: no run besides the reference; nothing to check.")
+        return 0
+    print(f"\nEarly check: |Δ train top-1| ≤ {100 * args.tolerance:.2f} points at every epoch "
+          f"after warmup up to {args.check_fraction:g} × the reference's {runs[0].epochs} epochs")
+    verdicts = []
+    for run, label in zip(runs[1:], labels[1:], strict=True):
+        try:
+            result = early_check(runs[0], run, args.check_fraction, args.tolerance)
+        except ValueError as e:
+            print(f"error: {label}: {e}", file=sys.stderr)
+            return 2
+        verdicts.append(result.verdict)
+        print(f"- {label}: {result.describe()}")
+    if "FAIL" in verdicts:
+        return 1
+    return 3 if "INCOMPLETE" in verdicts else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
