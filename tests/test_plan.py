@@ -1,0 +1,269 @@
+"""The α–β communication model (tf_largebatch.plan): pure arithmetic, no TensorFlow.
+
+Expected values are worked out by hand in the comments. b = 1680 bytes (divisible by
+every p used) and a link with α = 0.01 s, β = 1680 B/s, so b/β = 1 s and a time reads
+as steps·0.01 + (bytes / b).
+"""
+
+import itertools
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from helpers import ROOT
+
+from tf_largebatch.plan import (
+    GBIT,
+    Link,
+    binary_blocks,
+    efficiency,
+    fit_link,
+    halving_doubling,
+    hierarchical,
+    ring,
+    step_time,
+)
+
+B = 1680
+LINK = Link(0.01, 1680.0)
+
+# ring: 2(p-1) steps, 2(p-1)/p·b bytes.
+RING = {
+    2: (2, 1680),   # 2·1 ; 2·1/2·1680 = 1680
+    3: (4, 2240),   # 2·2 ; 2·2/3·1680 = 2240
+    4: (6, 2520),   # 2·3 ; 2·3/4·1680 = 2520
+    5: (8, 2688),   # 2·4 ; 2·4/5·1680 = 2688
+    6: (10, 2800),  # 2·5 ; 2·5/6·1680 = 2800
+    7: (12, 2880),  # 2·6 ; 2·6/7·1680 = 2880
+    8: (14, 2940),  # 2·7 ; 2·7/8·1680 = 2940
+    12: (22, 3080),  # 2·11 ; 2·11/12·1680 = 3080
+    16: (30, 3150),  # 2·15 ; 2·15/16·1680 = 3150
+}
+# halving/doubling: 2·log2(p) steps, the ring's bytes.
+HALVING_DOUBLING = {
+    2: (2, 1680),  # 2·1
+    4: (4, 2520),  # 2·2
+    8: (6, 2940),  # 2·3
+    16: (8, 3150),  # 2·4
+}
+# binary blocks (critical path, bandwidth-dominated link), in units of α and b:
+BINARY_BLOCKS = {
+    # 3 = 2+1: RS_1 = α+b/2; the single node sends b to block 1 as 2 messages: 2α+b;
+    # ready_1 = 2α+b; block 1: +(α+b/2) down, +(α+b/2) allgather = 4α+2b;
+    # single node: 2α+b + (α+b) = 3α+2b.  T = 4α+2b.
+    3: (4, 3360),
+    # 5 = 4+1: RS_1 = 2α+3b/4; single node sends b as 4 messages: 4α+b = ready_1;
+    # block 1: +(α+b/4) +(2α+3b/4) = 7α+2b; single node: 4α+b +(α+b) = 5α+2b.  T = 7α+2b.
+    5: (7, 3360),
+    # 6 = 4+2: RS_1 = 2α+3b/4, RS_2 = α+b/2, up 2 messages of b/4: 3α+b = ready_1;
+    # block 1: +(α+b/4) +(2α+3b/4) = 6α+2b; block 2: 3α+b +(α+b/2) +(α+b/2) = 5α+2b.
+    6: (6, 3360),
+    # 7 = 4+2+1: single node up 2·b/2: 2α+b; block 2 ready max(α+b/2, 2α+b) = 2α+b,
+    # up 2·b/4: 4α+3b/2 = ready_1 (> RS_1 = 2α+3b/4);
+    # block 1: +(α+b/4)+(2α+3b/4) = 7α+5b/2; block 2: got 4α+3b/2+(α+b/2) = 5α+2b,
+    # +(α+b/2) down +(α+b/2) allgather = 7α+3b; single: 5α+2b+(α+b) = 6α+3b.  T = 7α+3b.
+    7: (7, 5040),
+    # 12 = 8+4: RS_1 = 3α+7b/8, RS_2 = 2α+3b/4, up 2·b/8: 4α+b = ready_1;
+    # block 1: +(α+b/8)+(3α+7b/8) = 8α+2b; block 2: 4α+b+(α+b/4)+(2α+3b/4) = 7α+2b.
+    12: (8, 3360),
+}
+
+
+@pytest.mark.parametrize("p", sorted(RING))
+def test_ring(p):
+    steps, nbytes = RING[p]
+    cost = ring(p, B, LINK)
+    assert (cost.steps, cost.bytes_per_node) == pytest.approx((steps, nbytes))
+    assert cost.seconds == pytest.approx(steps * 0.01 + nbytes / 1680)
+
+
+def test_ring_seconds_literal():
+    # p = 4: 6·0.01 + 2520/1680 = 0.06 + 1.5
+    assert ring(4, B, LINK).seconds == pytest.approx(1.56)
+
+
+@pytest.mark.parametrize("p", sorted(HALVING_DOUBLING))
+def test_halving_doubling(p):
+    steps, nbytes = HALVING_DOUBLING[p]
+    cost = halving_doubling(p, B, LINK)
+    assert (cost.steps, cost.bytes_per_node) == pytest.approx((steps, nbytes))
+    assert cost.seconds == pytest.approx(steps * 0.01 + nbytes / 1680)
+    assert cost.bytes_per_node == pytest.approx(ring(p, B, LINK).bytes_per_node)
+
+
+def test_halving_doubling_seconds_literal():
+    # p = 8: 6·0.01 + 2940/1680 = 0.06 + 1.75
+    assert halving_doubling(8, B, LINK).seconds == pytest.approx(1.81)
+
+
+@pytest.mark.parametrize("p", [3, 5, 6, 7, 12])
+def test_halving_doubling_needs_a_power_of_two(p):
+    with pytest.raises(ValueError, match="power-of-two"):
+        halving_doubling(p, B, LINK)
+
+
+@pytest.mark.parametrize("p", sorted(BINARY_BLOCKS))
+def test_binary_blocks_non_powers_of_two(p):
+    steps, nbytes = BINARY_BLOCKS[p]
+    cost = binary_blocks(p, B, LINK)
+    assert (cost.steps, cost.bytes_per_node) == pytest.approx((steps, nbytes))
+    assert cost.seconds == pytest.approx(steps * 0.01 + nbytes / 1680)
+
+
+def test_binary_blocks_seconds_literal():
+    # p = 7: 7·0.01 + 5040/1680 = 0.07 + 3
+    assert binary_blocks(7, B, LINK).seconds == pytest.approx(3.07)
+
+
+@pytest.mark.parametrize("p", [1, 2, 4, 8, 16, 32, 64, 256])
+@pytest.mark.parametrize("link", [LINK, Link(1e-3, 1e3), Link(0.0, 1e9)])
+def test_binary_blocks_is_halving_doubling_for_powers_of_two(p, link):
+    assert binary_blocks(p, 1e8, link) == halving_doubling(p, 1e8, link)
+
+
+def test_one_node_costs_nothing():
+    for algorithm in (ring, halving_doubling, binary_blocks):
+        assert algorithm(1, B, LINK) == (0, 0, 0)
+
+
+@pytest.mark.parametrize("bad", [0, -1, 2.5])
+def test_bad_node_count(bad):
+    with pytest.raises(ValueError, match="node count"):
+        ring(bad, B, LINK)
+
+
+@pytest.mark.parametrize("args", [(-1e-6, 1e9), (0.0, 0.0), (0.0, -1.0)])
+def test_bad_link(args):
+    with pytest.raises(ValueError, match="latency|bandwidth"):
+        Link(*args)
+
+
+@pytest.mark.parametrize("algorithm", [ring, halving_doubling, binary_blocks])
+@pytest.mark.parametrize("p", [1, 2, 4, 8, 16])
+def test_hierarchical_with_one_gpu_per_server_is_flat(algorithm, p):
+    intra = Link(1e-6, 2e10)
+    assert hierarchical(p, 1, 1e8, LINK, intra, algorithm) == algorithm(p, 1e8, LINK)
+
+
+def test_hierarchical_literal():
+    # p = 4 servers, g = 2 GPUs, intra α = 0.001 s, β = 16800 B/s:
+    # reduce = broadcast = 1·0.001 + 1680/16800 = 0.101 s (1 step, 1680 B);
+    # inter halving/doubling p = 4: 4·0.01 + 2520/1680 = 1.54 s (4 steps, 2520 B);
+    # total 0.101 + 1.54 + 0.101 = 1.742 s, 1 + 4 + 1 = 6 steps, 1680 + 2520 + 1680 = 5880 B.
+    cost = hierarchical(4, 2, B, LINK, Link(0.001, 16800.0))
+    assert cost == pytest.approx((6, 5880, 1.742))
+
+
+def test_step_time_literals():
+    # backprop 0.12 s, allreduce 0.05 s: none 0.17; overlap max(0.12, 0.05) = 0.12;
+    # f = 0.5: max(0.12 + 0.025, 0.06 + 0.05) = 0.145. allreduce 0.2 s: overlap 0.2,
+    # f = 0.5: max(0.12 + 0.1, 0.06 + 0.2) = 0.26. forward 0.03 s adds to each.
+    assert step_time(0.12, 0.05, overlap=False) == pytest.approx(0.17)
+    assert step_time(0.12, 0.05) == pytest.approx(0.12)
+    assert step_time(0.12, 0.05, tail_fraction=0.5) == pytest.approx(0.145)
+    assert step_time(0.12, 0.2) == pytest.approx(0.2)
+    assert step_time(0.12, 0.2, tail_fraction=0.5) == pytest.approx(0.26)
+    assert step_time(0.12, 0.2, forward_s=0.03, tail_fraction=0.5) == pytest.approx(0.29)
+    # efficiency vs 1 GPU: 0.12 / 0.17
+    assert efficiency(0.12, 0.05, overlap=False) == pytest.approx(0.12 / 0.17)
+
+
+def test_overlap_is_never_slower_than_no_overlap():
+    grid = [0.0, 0.01, 0.12, 0.5]
+    for back, comm, fwd, f in itertools.product(grid, grid, grid, [0.0, 0.1, 0.5, 1.0]):
+        none = step_time(back, comm, fwd, overlap=False)
+        assert step_time(back, comm, fwd, overlap=True, tail_fraction=f) <= none + 1e-15
+    assert step_time(0.12, 0.05, 0.03, True, 1.0) == pytest.approx(0.2)  # f = 1: no overlap
+
+
+def _paper(forward_s=0.0, overlap=True, inter_latency_s=20e-6):
+    """Goyal et al.: b = 25.5M·4 B, backprop 120 ms, 32 servers × 8 P100, 50 Gbit/s Ethernet
+    with halving/doubling, NCCL reduce/broadcast at 15 GB/s, 5 µs inside a server."""
+    inter, intra = Link(inter_latency_s, 50 * GBIT), Link(5e-6, 15e9)
+    c256 = hierarchical(32, 8, 102e6, inter, intra)
+    c8 = hierarchical(1, 8, 102e6, inter, intra)
+    eff = efficiency(0.120, c256.seconds, forward_s, overlap, baseline_allreduce_s=c8.seconds)
+    return c8, c256, eff
+
+
+def test_paper_setting():
+    # inter: 10·20 µs + 2·31/32·102e6 B / 6.25e9 B/s = 0.2 + 31.62 = 31.82 ms;
+    # intra: 2·(7·5 µs + 102e6 / 15e9) = 2·6.835 = 13.67 ms; 256 GPUs: 45.49 ms.
+    c8, c256, overlapped = _paper()
+    assert c8.seconds == pytest.approx(13.67e-3, rel=1e-3)
+    assert c256.seconds == pytest.approx(45.49e-3, rel=1e-3)
+    assert c256.seconds < 0.120  # hidden behind backprop: communication is not the bottleneck
+    assert overlapped == 1.0
+    # No overlap (the lower bound): (120 + 13.67) / (120 + 45.49) = 0.808;
+    # with 100 ms of forward/update: (220 + 13.67) / (220 + 45.49) = 0.880.
+    lower = _paper(overlap=False)[2]
+    assert 0.80 <= lower <= 0.82
+    assert 0.87 <= _paper(forward_s=0.100, overlap=False)[2] <= 0.89
+    # The reported ~90% lies between the model's bounds, for latencies of 10-50 µs.
+    for latency in (10e-6, 50e-6):
+        assert _paper(overlap=False, inter_latency_s=latency)[2] <= 0.90 <= 1.0
+
+
+@pytest.mark.parametrize("algorithm,p", [(ring, 2), (ring, 4), (halving_doubling, 8),
+                                         (binary_blocks, 6)])
+def test_fit_link_recovers_alpha_and_beta(algorithm, p):
+    truth = Link(50e-6, 1.2e9)
+    sizes = [1024 * 4**k for k in range(9)]
+    seconds = [algorithm(p, s, truth).seconds for s in sizes]
+    fit = fit_link(sizes, seconds, algorithm=algorithm, p=p)
+    assert fit.link.latency_s == pytest.approx(50e-6, rel=1e-6)
+    assert fit.link.bandwidth_bytes_per_s == pytest.approx(1.2e9, rel=1e-6)
+    assert fit.held_out_bytes == 1024 * 4**7
+    assert abs(fit.relative_error) < 1e-6
+
+
+def test_fit_link_with_noise_and_shuffled_input():
+    truth = Link(200e-6, 2e9)
+    sizes = [1024 * 4**k for k in range(9)]
+    rng = np.random.default_rng(0)
+    seconds = [ring(2, s, truth).seconds * (1 + 0.03 * rng.standard_normal()) for s in sizes]
+    order = rng.permutation(len(sizes))
+    fit = fit_link([sizes[i] for i in order], [seconds[i] for i in order])
+    assert fit.link.latency_s == pytest.approx(200e-6, rel=0.1)
+    assert fit.link.bandwidth_bytes_per_s == pytest.approx(2e9, rel=0.1)
+    assert abs(fit.relative_error) < 0.1
+
+
+def test_fit_link_keeps_alpha_non_negative():
+    # Pure bandwidth with a latency-free link: the free fit may give α < 0 by rounding.
+    sizes = [1024 * 4**k for k in range(9)]
+    fit = fit_link(sizes, [s / 1e9 for s in sizes])
+    assert fit.link.latency_s >= 0
+    assert fit.link.bandwidth_bytes_per_s == pytest.approx(1e9, rel=1e-6)
+
+
+def _cli(*args):
+    return subprocess.run([sys.executable, "-m", "tf_largebatch.plan", *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_cli_prints_the_table():
+    result = _cli("--servers=32", "--gpus_per_server=8", "--gradient_mb=102",
+                  "--backprop_ms=120", "--inter_gbit_s=50", "--inter_latency_us=20")
+    assert result.returncode == 0, result.stderr
+    for text in ("hierarchical + halving_doubling", "hierarchical + binary_blocks",
+                 "hierarchical + ring", "flat ring over 256 GPUs", "eff. vs 1 server"):
+        assert text in result.stdout
+    line = next(x for x in result.stdout.splitlines() if "+ halving_doubling" in x)
+    assert "45.5" in line and "0.808 / 1.000" in line
+
+
+def test_cli_non_power_of_two_has_no_halving_doubling_row():
+    result = _cli("--servers=12")
+    assert result.returncode == 0, result.stderr
+    assert "+ binary_blocks" in result.stdout and "+ halving_doubling" not in result.stdout
+
+
+@pytest.mark.parametrize("flag", ["--servers=0", "--gpus_per_server=0", "--inter_gbit_s=0",
+                                  "--intra_gbyte_s=-1", "--gradient_mb=0",
+                                  "--tail_fraction=2"])
+def test_cli_rejects_bad_values(flag):
+    result = _cli(flag)
+    assert result.returncode != 0
+    assert flag.split("=")[0] in result.stderr
