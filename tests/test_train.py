@@ -177,3 +177,33 @@ def test_reference_run_stops_a_run_whose_curve_leaves_it(tmp_path):
                          f"--reference_run={reference}", "--check_fraction=1.0"])
     assert "early curve check" in result.stderr and "failed at epoch 2" in result.stderr
     assert [e["epoch"] for e in read_jsonl(tmp_path / "run/metrics.jsonl")] == [1, 2]
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        ["--mixed_precision=mixed_float16"],
+        ["--mixed_precision=mixed_bfloat16", "--xla"],
+        ["--optimizer=lars", "--nesterov", "--label_smoothing=0.1"],
+        ["--decay=poly", "--power=2", "--final_weight_decay=2e-4", "--augment_off_epochs=1",
+         "--cache"],
+        ["--decay=cosine", "--scaling_rule=sqrt", "--warmup=constant", "--nozero_gamma"],
+    ],
+    ids=["fp16", "bf16-xla", "lars-nesterov-smoothing", "codreanu", "cosine-sqrt-constant"],
+)
+def test_flag_combinations_train_and_log_finite_metrics(tmp_path, extra):
+    run_single([*TINY, "--epochs=2", "--simulate_workers=2", f"--log_dir={tmp_path}",
+                f"--dump={tmp_path}", *extra])
+    epochs = read_jsonl(tmp_path / "metrics.jsonl")
+    assert [e["epoch"] for e in epochs] == [1, 2]
+    assert all(np.isfinite(e["train_loss"]) and np.isfinite(e["val_loss"]) for e in epochs)
+    weights = load(tmp_path / "rank0.npz")
+    assert all(np.isfinite(w).all() for w in weights.values())
+
+
+def test_fp16_allreduce_on_two_workers(tmp_path):
+    horovodrun([DUMP, *TINY, "--epochs=2", f"--log_dir={tmp_path}", f"--dump={tmp_path}",
+                "--fp16_allreduce", "--fusion_threshold_mb=1", "--cycle_time_ms=2"])
+    rank0, rank1 = load(tmp_path / "rank0.npz"), load(tmp_path / "rank1.npz")
+    for name in rank0:  # compressed gradients are still the same on both workers
+        np.testing.assert_array_equal(rank0[name], rank1[name], err_msg=name)
