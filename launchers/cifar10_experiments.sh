@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# The CIFAR-10 reproduction (docs/results.md): runs the given configs one after the other,
+# resuming any that were interrupted, then copies each run's logs (not its checkpoints)
+# to docs/results/<protocol>/<config>/ and redraws the figure.
+#
+#   launchers/cifar10_experiments.sh cifar10_cpu_kn256_baseline cifar10_cpu_kn8192_gradual ...
+#
+# DATA_DIR (default ~/.cache/tf_largebatch/cifar10) is filled from
+# ../shared/data/cifar10-jpeg.tar.gz (or CIFAR_TAR) when empty.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DATA_DIR=${DATA_DIR:-$HOME/.cache/tf_largebatch/cifar10}
+CIFAR_TAR=${CIFAR_TAR:-../shared/data/cifar10-jpeg.tar.gz}
+RUNS=${RUNS:-runs/cifar10}
+RESULTS=${RESULTS:-docs/results/cifar10_cpu}
+if [ ! -d "$DATA_DIR/train" ]; then
+  [ -f "$CIFAR_TAR" ] || { echo "no $DATA_DIR/train and no $CIFAR_TAR: set DATA_DIR or CIFAR_TAR" >&2; exit 1; }
+  mkdir -p "$(dirname "$DATA_DIR")"
+  tar -xzf "$CIFAR_TAR" -C "$(dirname "$DATA_DIR")"
+fi
+for name in "$@"; do
+  resume=()
+  [ -f "$RUNS/$name/checkpoints/checkpoint" ] && resume=(--resume)
+  start=$(date +%s)
+  .venv/bin/python -m tf_largebatch.train --flagfile="configs/$name.cfg" --data_dir="$DATA_DIR" \
+    --log_dir="$RUNS/$name" "${resume[@]}" || echo "$name stopped with status $?" >&2
+  echo "$name: $(( $(date +%s) - start )) s" >&2
+  mkdir -p "$RESULTS/$name"
+  cp "$RUNS/$name/metrics.jsonl" "$RUNS/$name/flags.json" "$RESULTS/$name/" 2>/dev/null || true
+done
