@@ -58,6 +58,20 @@ def test_two_workers_agree_and_equal_two_simulated_workers(tmp_path):
         assert (flags["workers"], flags["global_batch"]) == (2, 16)
 
 
+def test_logged_validation_metrics_count_each_image_once_despite_padding(tmp_path):
+    # 256 synthetic validation images, global batch 2 processes × 3 simulated × 8 = 48: 6 steps,
+    # the last 32 slots padding (all on rank 1's side of the last step but 16 on rank 0's).
+    horovodrun([DUMP, *TINY, "--synthetic_examples=160", "--simulate_workers=3",
+                "--eval_steps=100", "--epochs=1", "--warmup=none", f"--log_dir={tmp_path}",
+                f"--dump={tmp_path}", "--eval_check"])
+    logged = read_jsonl(tmp_path / "metrics.jsonl")[-1]
+    alone = json.loads((tmp_path / "eval_check.json").read_text())
+    assert alone["count"] == 256
+    assert logged["val_top1_error"] == pytest.approx(alone["top1_error"], abs=1e-6)
+    assert logged["val_top5_error"] == pytest.approx(alone["top5_error"], abs=1e-6)
+    assert logged["val_loss"] == pytest.approx(alone["xent"], rel=1e-5)
+
+
 def expected_rates():
     """k = 2, n = 8: η̂ = 0.1·16/256 = 0.00625, warmup from η̂/2 over 3 steps, ×0.1 at epoch 2."""
     peak, start = 0.00625, 0.003125

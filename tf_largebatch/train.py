@@ -166,6 +166,17 @@ def build_model(num_classes, image_size, virtual_batch_size):
     return models.resnet(int(FLAGS.model[len("resnet"):]), version=FLAGS.resnet_version, **common)
 
 
+def build_schedule(n, workers, steps_per_epoch):
+    from tf_largebatch import schedules
+
+    return schedules.goyal_schedule(
+        n, workers, steps_per_epoch, base_lr=FLAGS.base_lr, base_batch=FLAGS.base_batch,
+        rule=FLAGS.scaling_rule, total_epochs=FLAGS.epochs, warmup=FLAGS.warmup,
+        warmup_epochs=FLAGS.warmup_epochs, decay=FLAGS.decay,
+        milestones=[float(m) for m in FLAGS.milestones], decay_factor=FLAGS.decay_factor,
+        power=FLAGS.power, end_lr=FLAGS.end_lr, decay_start_epoch=FLAGS.decay_start_epoch)
+
+
 def build_optimizer(schedule, steps_per_epoch):
     from tf_largebatch import optimizers, schedules
 
@@ -196,11 +207,23 @@ def build_loss():
     return smoothed_crossentropy
 
 
+def build_metrics():
+    """top1/top5 accuracy (logged as errors) and the cross-entropy (logged as val_loss).
+
+    Compile them as `weighted_metrics`: Keras's plain `metrics` ignore sample weights, and the
+    evaluation's padding is only excluded by its weight 0."""
+    import keras
+
+    return [keras.metrics.SparseCategoricalAccuracy(name="top1"),
+            keras.metrics.SparseTopKCategoricalAccuracy(5, name="top5"),
+            keras.metrics.SparseCategoricalCrossentropy(from_logits=True, name="xent")]
+
+
 def train():
     """Builds everything from FLAGS and runs `fit`; returns a `Run`."""
     import keras
 
-    from tf_largebatch import callbacks, checkpointing, data, distributed, run_log, schedules
+    from tf_largebatch import callbacks, checkpointing, data, distributed, run_log
 
     ctx = distributed.init(FLAGS.hierarchical_allreduce, FLAGS.fusion_threshold_mb,
                            FLAGS.cycle_time_ms)
@@ -233,12 +256,7 @@ def train():
                   worker_index=ctx.rank, simulate_workers=FLAGS.simulate_workers,
                   preprocessing="cifar" if cifar else "imagenet", cache=FLAGS.cache)
 
-    schedule = schedules.goyal_schedule(
-        n, workers, steps_per_epoch, base_lr=FLAGS.base_lr, base_batch=FLAGS.base_batch,
-        rule=FLAGS.scaling_rule, total_epochs=FLAGS.epochs, warmup=FLAGS.warmup,
-        warmup_epochs=FLAGS.warmup_epochs, decay=FLAGS.decay,
-        milestones=[float(m) for m in FLAGS.milestones], decay_factor=FLAGS.decay_factor,
-        power=FLAGS.power, end_lr=FLAGS.end_lr, decay_start_epoch=FLAGS.decay_start_epoch)
+    schedule = build_schedule(n, workers, steps_per_epoch)
     model = build_model(num_classes, image_size, n if FLAGS.simulate_workers > 1 else None)
     optimizer = build_optimizer(schedule, steps_per_epoch)
     if FLAGS.mixed_precision == "mixed_float16":
@@ -248,9 +266,7 @@ def train():
     model.compile(
         optimizer=optimizer,
         loss=build_loss(),
-        metrics=[keras.metrics.SparseCategoricalAccuracy(name="top1"),
-                 keras.metrics.SparseTopKCategoricalAccuracy(5, name="top5"),
-                 keras.metrics.SparseCategoricalCrossentropy(from_logits=True, name="xent")],
+        weighted_metrics=build_metrics(),
         jit_compile=FLAGS.xla,
     )
     optimizer.build(model.trainable_variables)
