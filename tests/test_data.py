@@ -19,7 +19,7 @@ import pytest
 import tensorflow as tf
 
 from tf_largebatch import data
-from tf_largebatch.data import convert, preprocess, sources, tfrecord
+from tf_largebatch.data import convert, folders, preprocess, sources, tfrecord
 
 REPO = Path(__file__).resolve().parents[1]
 CIFAR_TAR = REPO.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"
@@ -173,7 +173,7 @@ def test_resume_reproduces_the_tail_of_a_full_run(tree):
 
 
 def test_augment_off_epoch_switches_to_eval_preprocessing(tree):
-    paths, labels, _ = sources.list_image_folder(str(tree), "train")
+    paths, labels, _ = folders.list_image_folder(str(tree), "train")
     _, eval_fn = preprocess.get_preprocessing("cifar", 16)
     eval_images = [eval_fn(preprocess.decode(tf.io.read_file(p))).numpy() for p in paths]
     ds, info = data.train_dataset(
@@ -294,7 +294,7 @@ def test_folder_labels_sorted_and_identical_across_splits(tmp_path):
         for images, labels, *_ in batches(ds):
             value = int(round(float(images[0].mean()) / 5) * 5)
             assert sorted_names[labels[0]] == colour[value]
-    paths, labels, _ = sources.list_image_folder(str(tmp_path), "eval")
+    paths, labels, _ = folders.list_image_folder(str(tmp_path), "eval")
     assert [Path(p).parent.name for p in paths] == ["apple"] * 2 + ["mango"] * 2 + ["zebra"] * 2
     assert [Path(p).name for p in paths[:2]] == ["img0.JPEG", "img1.JPEG"]  # sorted file names
     np.testing.assert_array_equal(labels, [0, 0, 1, 1, 2, 2])
@@ -461,7 +461,7 @@ def test_roundtrip_folder_to_tfrecord(tree, tmp_path):
     assert counts == {"train": 15, "validation": 9, "written": 4}
     assert (out / "labels.txt").read_text() == "ant\ncat\ndog\n"
     for split in ("train", "eval"):
-        paths, labels, _ = sources.list_image_folder(str(tree), split)
+        paths, labels, _ = folders.list_image_folder(str(tree), split)
         src = sources.get_source("tfrecord", str(out), split, image_size=16)
         got = list(tf.data.Dataset.range(src.num_examples).map(src.read).as_numpy_iterator())
         assert [g[0] for g in got] == [Path(p).read_bytes() for p in paths]  # same JPEG bytes
@@ -690,7 +690,7 @@ def cifar_tree(tmp_path_factory):
 
 
 def test_real_cifar10_jpeg_tree(cifar_tree):
-    paths, labels, classes = sources.list_image_folder(str(cifar_tree), "train")
+    paths, labels, classes = folders.list_image_folder(str(cifar_tree), "train")
     assert classes == tuple(CIFAR_CLASSES) and len(paths) == 30
     assert all(
         Path(p).parent.name == CIFAR_CLASSES[label] for p, label in zip(paths, labels, strict=True)

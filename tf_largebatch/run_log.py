@@ -14,8 +14,6 @@ import time
 import keras
 from keras import ops
 
-from tf_largebatch import distributed
-
 
 def read_jsonl(path):
     with open(path) as f:
@@ -40,10 +38,17 @@ class GlobalMetrics(keras.callbacks.Callback):
     val_loss is the weighted cross-entropy (Keras's own val_loss counts padding).
     """
 
-    def __init__(self, train_images_per_epoch, val_images_on_worker):
+    def __init__(self, train_images_per_epoch, val_images_on_worker, average=None):
+        """`average(value, count)` is the cross-worker mean; the default is Horovod's
+        `distributed.weighted_mean` (imported here, so one process needs no Horovod)."""
         super().__init__()
         self.train_count = train_images_per_epoch
         self.val_count = val_images_on_worker
+        if average is None:
+            from tf_largebatch import distributed
+
+            average = distributed.weighted_mean
+        self.average = average
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is None:
@@ -51,7 +56,7 @@ class GlobalMetrics(keras.callbacks.Callback):
         out = {}
         for key in sorted(logs):
             count = self.val_count if key.startswith("val_") else self.train_count
-            out[key] = distributed.weighted_mean(logs[key], count)
+            out[key] = self.average(logs[key], count)
         for prefix in ("", "val_"):
             if prefix + "top1" in out:
                 out[prefix + "top1_error"] = 1.0 - out.pop(prefix + "top1")

@@ -5,21 +5,29 @@
 * Sources ("synthetic", "folder", "tfrecord", "tfds:<name>"): :mod:`~tf_largebatch.data.sources`.
 * Augmentation: :mod:`~tf_largebatch.data.preprocess`.
 * Folder -> TFRecord converter: ``python -m tf_largebatch.data.convert``.
+* Without TensorFlow (Keras's JAX backend): :mod:`~tf_largebatch.data.arrays`, the same rules on
+  NumPy arrays held in memory, for CIFAR-sized folders.
 """
 
-from tf_largebatch.data.errors import DataError, DataNotFoundError
-from tf_largebatch.data.pipeline import DatasetInfo, eval_dataset, train_dataset
-from tf_largebatch.data.sharding import epoch_permutation, eval_examples_on_worker
-from tf_largebatch.data.sources import Source, get_source
+import importlib
 
-__all__ = [
-    "DataError",
-    "DataNotFoundError",
-    "DatasetInfo",
-    "Source",
-    "epoch_permutation",
-    "eval_examples_on_worker",
-    "eval_dataset",
-    "get_source",
-    "train_dataset",
-]
+# Names resolve on first use, so that the TensorFlow-free modules (arrays, folders, errors)
+# import on hosts without TensorFlow.
+_HOMES = {
+    "DataError": "errors",
+    "DataNotFoundError": "errors",
+    "DatasetInfo": "pipeline",
+    "eval_dataset": "pipeline",
+    "train_dataset": "pipeline",
+    "epoch_permutation": "sharding",
+    "eval_examples_on_worker": "sharding",
+    "Source": "sources",
+    "get_source": "sources",
+}
+__all__ = sorted(_HOMES)
+
+
+def __getattr__(name):
+    if name not in _HOMES:
+        raise AttributeError(f"module 'tf_largebatch.data' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"tf_largebatch.data.{_HOMES[name]}"), name)

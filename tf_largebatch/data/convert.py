@@ -27,7 +27,7 @@ from absl import logging
 
 from tf_largebatch.data import tfrecord
 from tf_largebatch.data.errors import DataError
-from tf_largebatch.data.sources import folder_splits, list_image_folder
+from tf_largebatch.data.folders import folder_splits, list_image_folder
 
 try:
     from tqdm import tqdm

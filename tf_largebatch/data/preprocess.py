@@ -19,12 +19,15 @@ from collections.abc import Callable
 
 import tensorflow as tf
 
-IMAGENET_MEAN = tuple(255 * m for m in (0.485, 0.456, 0.406))
-IMAGENET_STD = tuple(255 * s for s in (0.229, 0.224, 0.225))
-CIFAR_MEAN = tuple(255 * m for m in (0.4914, 0.4822, 0.4465))
-CIFAR_STD = tuple(255 * s for s in (0.2470, 0.2435, 0.2616))
+from tf_largebatch.data.constants import (
+    CIFAR_MEAN,
+    CIFAR_PAD,
+    CIFAR_STD,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+)
+
 EVAL_RESIZE_RATIO = 256 / 224
-CIFAR_PAD = 4
 
 TrainFn = Callable[[tf.Tensor, tf.Tensor], tf.Tensor]  # (uint8 image, seed) -> float32 image
 EvalFn = Callable[[tf.Tensor], tf.Tensor]  # uint8 image -> float32 image
