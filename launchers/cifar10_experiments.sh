@@ -4,6 +4,9 @@
 # to docs/results/<protocol>/<config>/ and redraws the figure.
 #
 #   launchers/cifar10_experiments.sh cifar10_cpu_kn256_baseline cifar10_cpu_kn8192_gradual ...
+#   NP=2 launchers/cifar10_experiments.sh cifar10_cpu_kn256_horovod2   # under horovodrun -np 2
+#   TRAINER=tf_largebatch.portable_train PYTHON=python3 RESULTS=docs/results/cifar10_gpu \
+#     launchers/cifar10_experiments.sh cifar10_gpu_kn256_baseline ...   # JAX host, no TensorFlow
 #
 # DATA_DIR (default ~/.cache/tf_largebatch/cifar10) is filled from
 # ../shared/data/cifar10-jpeg.tar.gz (or CIFAR_TAR) when empty.
@@ -13,6 +16,11 @@ DATA_DIR=${DATA_DIR:-$HOME/.cache/tf_largebatch/cifar10}
 CIFAR_TAR=${CIFAR_TAR:-../shared/data/cifar10-jpeg.tar.gz}
 RUNS=${RUNS:-runs/cifar10}
 RESULTS=${RESULTS:-docs/results/cifar10_cpu}
+NP=${NP:-1}
+PYTHON=${PYTHON:-.venv/bin/python}
+TRAINER=${TRAINER:-tf_largebatch.train}
+launch=("$PYTHON")
+[ "$NP" -gt 1 ] && launch=(.venv/bin/horovodrun -np "$NP" -H "localhost:$NP" --gloo "$PYTHON")
 if [ ! -d "$DATA_DIR/train" ]; then
   [ -f "$CIFAR_TAR" ] || { echo "no $DATA_DIR/train and no $CIFAR_TAR: set DATA_DIR or CIFAR_TAR" >&2; exit 1; }
   mkdir -p "$(dirname "$DATA_DIR")"
@@ -20,9 +28,9 @@ if [ ! -d "$DATA_DIR/train" ]; then
 fi
 for name in "$@"; do
   resume=()
-  [ -f "$RUNS/$name/checkpoints/checkpoint" ] && resume=(--resume)
+  [ -f "$RUNS/$name/checkpoints/run.json" ] && resume=(--resume)
   start=$(date +%s)
-  .venv/bin/python -m tf_largebatch.train --flagfile="configs/$name.cfg" --data_dir="$DATA_DIR" \
+  "${launch[@]}" -m "$TRAINER" --flagfile="configs/$name.cfg" --data_dir="$DATA_DIR" \
     --log_dir="$RUNS/$name" "${resume[@]}" || echo "$name stopped with status $?" >&2
   echo "$name: $(( $(date +%s) - start )) s" >&2
   mkdir -p "$RESULTS/$name"

@@ -21,6 +21,25 @@ def test_config_parses(config):
         values.unparse_flags()
 
 
+GPU_PROTOCOL = sorted((ROOT / "configs").glob("cifar10_gpu_*.cfg"))
+
+
+@pytest.mark.parametrize("config", GPU_PROTOCOL, ids=[c.stem for c in GPU_PROTOCOL])
+def test_gpu_protocol_configs_run_on_the_portable_trainer_with_the_papers_schedule(config):
+    from tf_largebatch import portable_train
+
+    values = flags.FLAGS
+    values.unparse_flags()
+    try:
+        values(["train", f"--flagfile={config}", "--data_dir=/data/cifar10"])
+        portable_train.check_flags()  # raises for flags that JAX host cannot honour
+        assert (values.epochs, values.warmup_epochs, values.milestones) == (90, 5, ["30", "60",
+                                                                                   "80"])
+        assert values.model == "cifar_resnet20" and values.base_lr == 0.1
+    finally:
+        values.unparse_flags()
+
+
 def test_paper_configs_use_the_papers_numbers():
     values = flags.FLAGS
     values.unparse_flags()
