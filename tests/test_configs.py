@@ -1,53 +1,46 @@
 """Every flagfile in configs/ parses and passes the trainer's validators."""
 
+import contextlib
+
 import pytest
 from absl import flags
 from helpers import ROOT
 
-from tf_largebatch import train  # noqa: F401  (defines the flags)
+from tf_largebatch import portable_train, train
 
 CONFIGS = sorted((ROOT / "configs").glob("*.cfg"))
+GPU_PROTOCOL = sorted((ROOT / "configs").glob("cifar10_gpu_*.cfg"))
+
+
+@contextlib.contextmanager
+def parsed(config, data_dir="/data/imagenet"):
+    values = flags.FLAGS
+    values.unparse_flags()
+    try:
+        values(["train", f"--flagfile={config}", f"--data_dir={data_dir}"])
+        yield values
+    finally:
+        values.unparse_flags()
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=[c.stem for c in CONFIGS])
 def test_config_parses(config):
-    values = flags.FLAGS
-    values.unparse_flags()
-    try:
-        values(["train", f"--flagfile={config}", "--data_dir=/data/imagenet"])
+    with parsed(config) as values:
         assert values.model in train.MODELS
         assert values.per_worker_batch == 32
-    finally:
-        values.unparse_flags()
-
-
-GPU_PROTOCOL = sorted((ROOT / "configs").glob("cifar10_gpu_*.cfg"))
 
 
 @pytest.mark.parametrize("config", GPU_PROTOCOL, ids=[c.stem for c in GPU_PROTOCOL])
 def test_gpu_protocol_configs_run_on_the_portable_trainer_with_the_papers_schedule(config):
-    from tf_largebatch import portable_train
-
-    values = flags.FLAGS
-    values.unparse_flags()
-    try:
-        values(["train", f"--flagfile={config}", "--data_dir=/data/cifar10"])
-        portable_train.check_flags()  # raises for flags that JAX host cannot honour
-        assert (values.epochs, values.warmup_epochs, values.milestones) == (90, 5, ["30", "60",
-                                                                                   "80"])
+    with parsed(config, "/data/cifar10") as values:
+        portable_train.check_flags()  # raises for flags that a JAX host cannot honour
+        assert (values.epochs, values.warmup_epochs) == (90, 5)
+        assert values.milestones == ["30", "60", "80"]
         assert values.model == "cifar_resnet20" and values.base_lr == 0.1
-    finally:
-        values.unparse_flags()
 
 
 def test_paper_configs_use_the_papers_numbers():
-    values = flags.FLAGS
-    values.unparse_flags()
-    try:
-        values(["train", f"--flagfile={ROOT / 'configs/imagenet_kn8k_gradual.cfg'}",
-                "--data_dir=/data/imagenet"])
+    with parsed(ROOT / "configs/imagenet_kn8k_gradual.cfg") as values:
         assert (values.base_lr, values.base_batch, values.warmup, values.warmup_epochs) == (
             0.1, 256, "gradual", 5)
         assert values.milestones == ["30", "60", "80"] and values.weight_decay == 1e-4
-    finally:
-        values.unparse_flags()

@@ -14,6 +14,7 @@ flags.json), so the curves tool puts its runs beside the trainer's. What differs
 The recipe itself (model, schedule, optimizer, loss, callbacks) is the same code as the trainer's.
 """
 
+import functools
 import json
 import os
 import sys
@@ -160,26 +161,8 @@ def train():
     return trainer.Run(FLAGS.log_dir, checkpoint_dir, None, model)
 
 
-def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    from tf_largebatch.callbacks import NonFiniteLossError
-    from tf_largebatch.checkpointing import CheckpointError
-    from tf_largebatch.data.errors import DataError
-
-    try:
-        run = train()
-    except (trainer.TrainError, CheckpointError, DataError, NonFiniteLossError) as err:
-        logging.error("%s", err)
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    print(f"Logs in {os.path.abspath(run.log_dir)} (metrics.jsonl, flags.json); checkpoints in "
-          f"{os.path.abspath(run.checkpoint_dir)}.")
-    return 0
-
-
 def run():
-    app.run(main)
+    app.run(functools.partial(trainer.main, train_fn=train))
 
 
 if __name__ == "__main__":

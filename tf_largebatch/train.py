@@ -150,7 +150,7 @@ class Run:
 
     log_dir: str
     checkpoint_dir: str
-    context: object  # distributed.Context
+    context: object  # distributed.Context; None for tf_largebatch.portable_train
     model: object  # keras.Model
 
 
@@ -339,7 +339,8 @@ def train():
     return Run(FLAGS.log_dir, checkpoint_dir, ctx, model)
 
 
-def main(argv):
+def main(argv, train_fn=None):
+    """Runs `train_fn` (default `train`); a problem the user must fix exits 1 with its message."""
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     from tf_largebatch.callbacks import NonFiniteLossError
@@ -347,14 +348,15 @@ def main(argv):
     from tf_largebatch.data import DataError
 
     try:
-        run = train()
+        run = (train_fn or train)()
     except (TrainError, CheckpointError, DataError, NonFiniteLossError) as err:
         logging.error("%s", err)
         print(f"error: {err}", file=sys.stderr)
         return 1
-    if run.context.is_chief:
-        print(f"Logs in {os.path.abspath(run.log_dir)} (metrics.jsonl, flags.json, tensorboard/);"
-              f" checkpoints in {os.path.abspath(run.checkpoint_dir)}.")
+    if run.context is None or run.context.is_chief:
+        written = sorted(name for name in os.listdir(run.log_dir) if name != "checkpoints")
+        print(f"Logs in {os.path.abspath(run.log_dir)} ({', '.join(written)}); checkpoints in "
+              f"{os.path.abspath(run.checkpoint_dir)}.")
     return 0
 
 
