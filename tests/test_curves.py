@@ -71,6 +71,8 @@ def test_labels_and_table_values(tmp_path):
                             "x") == "kn=256, no warmup"
     assert curves.run_label({"global_batch": 32768, "warmup": "constant", "warmup_epochs": 5,
                              "optimizer": "lars"}, "x") == "kn=32768, constant warmup + LARS"
+    assert curves.run_label({"global_batch": 256, "warmup": "none", "processes": 2},
+                            "x") == "kn=256, no warmup, 2 processes"
     assert curves.run_label({}, "dirname") == "dirname"
     ref = curves.load_run(write_run(tmp_path / "ref", REF, val_errors=[0.8, None, 0.45, 0.35,
                                                                        0.36]))

@@ -126,7 +126,8 @@ def load_run(path):
 
 
 def run_label(flags, fallback):
-    """'kn=8192, gradual warmup' / 'kn=256, no warmup' / '… + LARS' from flags.json."""
+    """'kn=8192, gradual warmup' / 'kn=256, no warmup' / '… + LARS' / '…, 2 processes' from
+    flags.json (processes: real Horovod processes, when more than one)."""
     if "global_batch" not in flags:
         return fallback
     warmup = flags.get("warmup", "none")
@@ -137,6 +138,8 @@ def run_label(flags, fallback):
     label = f"kn={flags['global_batch']}, {text}"
     if flags.get("optimizer") == "lars":
         label += " + LARS"
+    if flags.get("processes", 1) > 1:
+        label += f", {flags['processes']} processes"
     return label
 
 
