@@ -9,12 +9,14 @@
 #     launchers/cifar10_experiments.sh cifar10_gpu_kn256_baseline ...   # JAX host, no TensorFlow
 #
 # DATA_DIR (default ~/.cache/tf_largebatch/cifar10) is filled from
-# ../shared/data/cifar10-jpeg.tar.gz (or CIFAR_TAR) when empty.
+# ../shared/data/cifar10-jpeg.tar.gz (or CIFAR_TAR) when empty. Run folders (with their
+# checkpoints) go to RUNS (default ~/.cache/tf_largebatch/runs), outside the work tree, so a
+# later checkout on the same machine resumes an interrupted run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA_DIR=${DATA_DIR:-$HOME/.cache/tf_largebatch/cifar10}
 CIFAR_TAR=${CIFAR_TAR:-../shared/data/cifar10-jpeg.tar.gz}
-RUNS=${RUNS:-runs/cifar10}
+RUNS=${RUNS:-$HOME/.cache/tf_largebatch/runs}
 RESULTS=${RESULTS:-docs/results/cifar10_cpu}
 NP=${NP:-1}
 PYTHON=${PYTHON:-.venv/bin/python}

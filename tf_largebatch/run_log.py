@@ -9,10 +9,29 @@ again after a resume are rewritten, the rest kept).
 
 import json
 import os
+import subprocess
 import time
 
 import keras
 from keras import ops
+
+
+def source_commit():
+    """The git commit the package was loaded from ('<sha>-dirty' with uncommitted changes),
+    recorded in flags.json so that every run names the code it ran; None outside a git
+    checkout (an installed wheel)."""
+    here = os.path.dirname(os.path.abspath(__file__))
+
+    def git(*args):
+        return subprocess.run(["git", "-C", here, *args], capture_output=True, text=True,
+                              check=True).stdout.strip()
+
+    try:
+        sha = git("rev-parse", "HEAD")
+        dirty = git("status", "--porcelain", "--untracked-files=no", "--", ".")
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return sha + ("-dirty" if dirty else "")
 
 
 def read_jsonl(path):

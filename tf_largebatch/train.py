@@ -315,7 +315,8 @@ def train():
     if ctx.is_chief:
         os.makedirs(FLAGS.log_dir, exist_ok=True)
         with open(os.path.join(FLAGS.log_dir, "flags.json"), "w") as f:
-            json.dump(dict(FLAGS.flag_values_dict(), **run_facts), f, indent=1, default=str)
+            json.dump(dict(FLAGS.flag_values_dict(), **run_facts, commit=run_log.source_commit()),
+                      f, indent=1, default=str)
         cbs += [
             run_log.RunLogger(FLAGS.log_dir, schedule, workers * n, FLAGS.log_every_step),
             keras.callbacks.TensorBoard(os.path.join(FLAGS.log_dir, "tensorboard")),
