@@ -211,3 +211,70 @@ def test_callback_without_stop_only_reports(tmp_path):
         callback.on_epoch_end(epoch, {"top1_error": err})
     assert callback.result.verdict == "FAIL"
     assert model.stop_training is False
+
+
+# ------------------------------------------------------------ error vs kn --
+
+
+def write_seeded(tmp_path, name, global_batch, finals, warmup="gradual", train=None):
+    """One directory per seed; every seed's final validation error from `finals`."""
+    paths = []
+    for seed, final in enumerate(finals):
+        val = [0.9, 0.6, final]
+        path = write_run(tmp_path / f"{name}_seed{seed}", train or [0.9, 0.6, 0.4],
+                         warmup=warmup, warmup_epochs=1, global_batch=global_batch,
+                         val_errors=val)
+        paths.append(path)
+    return paths
+
+
+def test_settings_average_seeds_with_the_sample_std(tmp_path):
+    base = write_seeded(tmp_path, "base", 128, [0.30, 0.32, 0.31])
+    big = write_seeded(tmp_path, "big", 2048, [0.35])
+    runs = [curves.load_run(p) for p in base + big]
+    settings = curves.group_settings(runs)
+    assert [(s.label, len(s.runs)) for s in settings] == [
+        ("kn=128, gradual warmup", 3), ("kn=2048, gradual warmup", 1)]
+    # mean 0.31; sample std sqrt((0.01² + 0.01² + 0) / 2) = 0.01.
+    mean, std = curves.mean_std(settings[0].final_errors)
+    assert (mean, std) == (pytest.approx(0.31), pytest.approx(0.01))
+    assert curves.mean_std([0.35]) == (0.35, None)
+
+
+def test_kn_table_gap_match_and_prediction(tmp_path):
+    base = write_seeded(tmp_path, "base", 128, [0.30, 0.32])
+    # 0.315 vs 0.31: +0.50 points, a match; 0.33: +2.00, no match.
+    near = write_seeded(tmp_path, "near", 512, [0.315])
+    far = write_seeded(tmp_path, "far", 4096, [0.33], warmup="none")
+    runs = [curves.load_run(p) for p in base + near + far]
+    settings = curves.group_settings(runs)
+    checks = {runs[1].path: curves.CheckResult("PASS", 2, 2, 0.02, [2], 0.0, 2, []),
+              runs[2].path: curves.CheckResult("PASS", 2, 2, 0.02, [2], 0.0, 2, []),
+              runs[3].path: curves.CheckResult("PASS", 2, 2, 0.02, [2], 0.0, 2, [])}
+    table = curves.format_kn_table(settings, settings[0], 1.0, checks).splitlines()
+    assert "| 128 | gradual warmup | 2 | 31.00 ± 1.41 | (baseline) | – | – | – |" in table
+    assert "| 512 | gradual warmup | 1 | 31.50 | +0.50 | yes | PASS | yes |" in table
+    # The early check passed but the final error is 2 points off: it did not predict it.
+    assert "| 4096 | no warmup | 1 | 33.00 | +2.00 | no | PASS | no |" in table
+    plain = curves.format_kn_table(settings, settings[0], 2.5)
+    assert "| 4096 | no warmup | 1 | 33.00 | +2.00 | yes |" in plain
+
+
+def test_cli_error_vs_kn_writes_figure_and_table(tmp_path):
+    base = write_seeded(tmp_path, "base", 128, [0.30, 0.32], train=[0.9, 0.6, 0.4])
+    close = write_seeded(tmp_path, "close", 1024, [0.31], train=[0.9, 0.61, 0.41])
+    off = write_seeded(tmp_path, "off", 8192, [0.50], train=[0.9, 0.75, 0.6])
+    out, fig = tmp_path / "kn.png", tmp_path / "curves.png"
+    result = cli(*base, *close, *off, f"--out={fig}", f"--error_vs_kn={out}",
+                 "--check_fraction=1", "--tolerance=0.02", cwd=tmp_path)
+    assert result.returncode == 1, result.stderr  # the kn=8192 run fails its early check
+    assert "| 1024 | gradual warmup | 1 | 31.00 | +0.00 | yes | PASS | yes |" in result.stdout
+    assert "| 8192 | gradual warmup | 1 | 50.00 | +19.00 | no | FAIL | yes |" in result.stdout
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and fig.exists()
+
+
+def test_error_vs_kn_needs_validation_errors(tmp_path):
+    path = write_run(tmp_path / "noval", REF)
+    result = cli(path, f"--error_vs_kn={tmp_path}/kn.png", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "logged no validation error" in result.stderr

@@ -2,6 +2,7 @@
 
     python -m tf_largebatch.curves RUN_DIR [RUN_DIR ...] [--out=curves.png]
         [--reference=RUN_DIR] [--check_fraction=0.3 --tolerance=0.02]
+        [--error_vs_kn=error_vs_kn.png --match_points=1]
 
 Reads each run's `metrics.jsonl` and `flags.json` (written by tf_largebatch.train
 in its --log_dir), draws training and validation top-1 error (%) against epochs
@@ -27,6 +28,15 @@ exceeded nowhere is INCOMPLETE.
 Exit codes: 0 all checked runs pass (or no check asked), 1 some run FAILs,
 2 bad arguments or a directory that is not a trainer run, 3 no FAIL but some
 run INCOMPLETE.
+
+Error vs minibatch size (the paper's Figure 1), with --error_vs_kn=PNG: runs whose
+labels agree (same kn, warmup, optimizer, process count) are seeds of one setting; each
+setting's final validation error is the mean ± sample standard deviation over its seeds,
+drawn against kn on a log axis, one line per warmup kind, with the baseline's mean ± std
+(the setting of the reference run) as a band. A second table gives, per setting, the gap
+of its mean to the baseline's, whether it matches (|gap| ≤ --match_points), and, with
+--check_fraction, the early check of every seed against the reference and whether that
+check predicted the match (all seeds PASS ⇔ match).
 
 The same check during training: `tf_largebatch.callbacks.EarlyCurveCheck`.
 This module imports neither Keras nor TensorFlow, so the CLI starts fast.
@@ -236,6 +246,126 @@ def early_check(reference, run, fraction, tolerance):
                           first, last, tolerance)
 
 
+def final_val_error(run):
+    """The last logged validation top-1 error (a fraction); RunDirError if there is none."""
+    val = run.curve("val_top1_error")
+    if not val:
+        raise RunDirError(f"{run.path} logged no validation error; error vs kn needs runs "
+                          "evaluated at least at the end (--eval_every)")
+    return val[max(val)]
+
+
+def mean_std(values):
+    """(mean, sample standard deviation); the std is None for a single value."""
+    mean = sum(values) / len(values)
+    if len(values) < 2:
+        return mean, None
+    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+
+
+@dataclasses.dataclass
+class Setting:
+    """Runs that differ only in their seed: one point of the error-vs-kn figure."""
+
+    label: str
+    runs: list
+
+    @property
+    def global_batch(self):
+        return int(self.runs[0].flags["global_batch"])
+
+    @property
+    def series(self):
+        """The line it belongs to in the figure: the label without its kn."""
+        return self.label.split(", ", 1)[1]
+
+    @property
+    def final_errors(self):
+        return [final_val_error(r) for r in self.runs]
+
+
+def group_settings(runs):
+    """Settings in order of first appearance; runs without flags.json cannot be grouped."""
+    settings = {}
+    for run in runs:
+        if "global_batch" not in run.flags:
+            raise RunDirError(f"{run.path} has no flags.json with global_batch: error vs kn "
+                              "needs the runs' flags")
+        settings.setdefault(run.label, Setting(run.label, [])).runs.append(run)
+    return list(settings.values())
+
+
+def _mean_pm(values):
+    mean, std = mean_std(values)
+    return f"{100 * mean:.2f}" + ("" if std is None else f" ± {100 * std:.2f}")
+
+
+def format_kn_table(settings, baseline, match_points, checks=None):
+    """Markdown table: kn, setting, seeds, final val top-1 mean ± std, gap to the baseline's
+    mean, match (|gap| ≤ match_points), and with `checks` ({run path: CheckResult}) the early
+    check of every seed and whether it predicted the match."""
+    base_mean, _ = mean_std(baseline.final_errors)
+    head = "| kn | setting | seeds | final val top-1 (%) | gap to baseline (points) | match |"
+    rule = "|---:|---|---:|---:|---:|---|"
+    if checks is not None:
+        head += " early check | predicted |"
+        rule += "---|---|"
+    lines = [head, rule]
+    for setting in sorted(settings, key=lambda s: (s.series, s.global_batch)):
+        mean, _ = mean_std(setting.final_errors)
+        row = (f"| {setting.global_batch} | {setting.series} | {len(setting.runs)} "
+               f"| {_mean_pm(setting.final_errors)} |")
+        if setting is baseline:
+            row += " (baseline) | – |"
+            row += " – | – |" if checks is not None else ""
+            lines.append(row)
+            continue
+        gap = 100 * (mean - base_mean)
+        match = abs(gap) <= match_points + _EPS
+        row += f" {gap:+.2f} | {'yes' if match else 'no'} |"
+        if checks is not None:
+            verdicts = [checks[r.path].verdict for r in setting.runs]
+            verdict = ("FAIL" if "FAIL" in verdicts else "INCOMPLETE" if "INCOMPLETE" in verdicts
+                       else "PASS")
+            predicted = "–" if verdict == "INCOMPLETE" else (
+                "yes" if (verdict == "PASS") == match else "no")
+            row += f" {verdict} | {predicted} |"
+        lines.append(row)
+    return "\n".join(lines)
+
+
+def plot_error_vs_kn(settings, baseline, out):
+    """Final validation error (%) vs kn (log axis), one line per series, error bars = std over
+    seeds, and the baseline's mean ± std as a band (the paper's Figure 1)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    mean, std = mean_std(baseline.final_errors)
+    ax.axhspan(100 * (mean - (std or 0)), 100 * (mean + (std or 0)), color="0.85",
+               label=f"baseline kn={baseline.global_batch}: {_mean_pm(baseline.final_errors)}%")
+    ax.axhline(100 * mean, color="0.5", linewidth=1)
+    series = sorted({s.series for s in settings}, key=lambda name: name != baseline.series)
+    for i, name in enumerate(series):
+        points = sorted((s for s in settings if s.series == name), key=lambda s: s.global_batch)
+        stats = [mean_std(s.final_errors) for s in points]
+        ax.errorbar([s.global_batch for s in points], [100 * m for m, _ in stats],
+                    yerr=[100 * (d or 0) for _, d in stats], color=f"C{i % 10}", marker="o",
+                    markersize=4, capsize=3, label=name)
+    kns = sorted({s.global_batch for s in settings})
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(kns, [str(k) for k in kns])
+    ax.set_xlabel("minibatch size kn")
+    ax.set_ylabel("final validation top-1 error (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+
+
 # ------------------------------------------------------------- reporting --
 
 
@@ -318,6 +448,12 @@ def _parser():
     p.add_argument("--tolerance", type=_tolerance, default=0.02,
                    help="largest allowed |Δ train top-1 error| at any checked epoch, as a "
                         "fraction (default 0.02 = 2 points)")
+    p.add_argument("--error_vs_kn", metavar="PNG",
+                   help="also draw final validation error vs kn (seeds averaged; the "
+                        "reference's setting is the baseline) and print its table")
+    p.add_argument("--match_points", type=_tolerance, default=1.0,
+                   help="a setting matches the baseline when its mean final validation error "
+                        "is within this many points of the baseline's (default 1)")
     return p
 
 
@@ -342,22 +478,34 @@ def main(argv=None):
     print(format_table(runs, labels))
     print(f"\nReference: {labels[0]} ({runs[0].path}). Figure: {args.out}")
 
-    if args.check_fraction is None:
-        return 0
-    if len(runs) == 1:
+    verdicts, checks = [], {}
+    if args.check_fraction is not None and len(runs) == 1:
         print("Early check: no run besides the reference; nothing to check.")
-        return 0
-    print(f"\nEarly check: |Δ train top-1| ≤ {100 * args.tolerance:.2f} points at every epoch "
-          f"after warmup up to {args.check_fraction:g} × the reference's {runs[0].epochs} epochs")
-    verdicts = []
-    for run, label in zip(runs[1:], labels[1:], strict=True):
+    elif args.check_fraction is not None:
+        print(f"\nEarly check: |Δ train top-1| ≤ {100 * args.tolerance:.2f} points at every "
+              f"epoch after warmup up to {args.check_fraction:g} × the reference's "
+              f"{runs[0].epochs} epochs")
+        for run, label in zip(runs[1:], labels[1:], strict=True):
+            try:
+                result = early_check(runs[0], run, args.check_fraction, args.tolerance)
+            except ValueError as e:
+                print(f"error: {label}: {e}", file=sys.stderr)
+                return 2
+            verdicts.append(result.verdict)
+            checks[run.path] = result
+            print(f"- {label}: {result.describe()}")
+    if args.error_vs_kn:
         try:
-            result = early_check(runs[0], run, args.check_fraction, args.tolerance)
-        except ValueError as e:
-            print(f"error: {label}: {e}", file=sys.stderr)
+            settings = group_settings(runs)
+            baseline = next(s for s in settings if runs[0] in s.runs)
+            checks = checks if args.check_fraction is not None else None
+            table = format_kn_table(settings, baseline, args.match_points, checks)
+            plot_error_vs_kn(settings, baseline, args.error_vs_kn)
+        except (RunDirError, ValueError) as e:
+            print(f"error: {e}", file=sys.stderr)
             return 2
-        verdicts.append(result.verdict)
-        print(f"- {label}: {result.describe()}")
+        print(f"\nFinal validation error vs kn (match: within {args.match_points:g} points of "
+              f"the baseline's mean). Figure: {args.error_vs_kn}\n{table}")
     if "FAIL" in verdicts:
         return 1
     return 3 if "INCOMPLETE" in verdicts else 0
