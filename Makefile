@@ -9,11 +9,14 @@ RUN_DIR ?= runs/demo-$(shell date +%Y%m%d-%H%M%S)
 setup:
 	@launchers/install.sh
 
-# The main job on the embedded default: 2 Horovod processes, synthetic images, a few steps.
+# The main job on the embedded default: 2 Horovod processes, generated images (configs/demo.cfg),
+# then the run's curves drawn into its folder.
 demo: setup
 	$(BIN)/horovodrun -np 2 -H localhost:2 --gloo \
 	  $(BIN)/python -m tf_largebatch.train --flagfile=configs/demo.cfg \
 	  --log_dir=$(RUN_DIR)
+	@$(BIN)/python -m tf_largebatch.curves $(RUN_DIR) --out=$(RUN_DIR)/curves.png > /dev/null
+	@echo "Curves drawn into $(RUN_DIR)/curves.png"
 
 lint: setup
 	$(BIN)/ruff check .

@@ -121,12 +121,32 @@ def test_train_partition_across_workers(k):
     assert not np.array_equal(first, second)  # epochs use different permutations
 
 
+def _left_out_messages(caplog):
+    return [m.getMessage() for m in caplog.records if "steps per epoch" in m.getMessage()]
+
+
 def test_drop_count_logged_once_by_worker_zero(caplog):
     caplog.set_level("INFO", logger="absl")  # absl sets its own level once flags are parsed
     for r in range(3):
         index_train(23, num_workers=3, worker_index=r)
-    logged = [m.getMessage() for m in caplog.records if "dropped per epoch" in m.getMessage()]
-    assert len(logged) == 1 and "5 examples (N - steps * global batch)" in logged[0]
+    logged = _left_out_messages(caplog)
+    # 23 examples, global batch 3 × 2 = 6: 3 steps, 23 mod 6 = 5 left out.
+    assert len(logged) == 1 and "3 steps per epoch; 5 examples (N mod global batch) left out" \
+        in logged[0]
+    assert "steps_per_epoch" not in logged[0]
+
+
+def test_shorter_epochs_are_told_apart_from_the_remainder(caplog):
+    caplog.set_level("INFO", logger="absl")
+    index_train(23, num_workers=3, worker_index=0, steps_per_epoch=1)
+    index_train(24, num_workers=3, worker_index=0, steps_per_epoch=2)
+    first, second = _left_out_messages(caplog)
+    # 1 of 3 full batches of 6: 12 more examples unseen, beside the 5 of the remainder.
+    assert "5 examples (N mod global batch) left out" in first
+    assert "steps_per_epoch = 1 of the 3 full global batches, so 12 more examples" in first
+    # 24 = 4 × 6: no remainder, only the 2 skipped batches.
+    assert "N mod global batch" not in second
+    assert "steps_per_epoch = 2 of the 4 full global batches, so 12 more examples" in second
 
 
 @pytest.mark.parametrize("k_real, k_sim", [(1, 2), (2, 2), (1, 3)])

@@ -136,7 +136,8 @@ def test_divergent_run_stops_with_the_message_and_keeps_its_checkpoint(tmp_path)
         ("--milestones=60,30", "--milestones must be increasing"),
         ("--warmup_epochs=5", "--warmup_epochs must be smaller than --epochs"),
         ("--dataset=folder", "--dataset=folder|tfrecord needs --data_dir"),
-        ("--dataset=imagenet", "--dataset must be synthetic, folder, tfrecord or tfds:<name>"),
+        ("--dataset=imagenet", "--dataset must be synthetic, shapes, folder, tfrecord or "
+                                "tfds:<name>"),
         ("--momentum=1.5", "--momentum must be in [0, 1)"),
         ("--steps_per_epoch=9", "--steps_per_epoch=9 exceeds the 8 global batches"),
     ],

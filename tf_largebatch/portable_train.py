@@ -138,7 +138,8 @@ def train():
     with open(os.path.join(FLAGS.log_dir, "flags.json"), "w") as f:
         json.dump(dict(FLAGS.flag_values_dict(), **run_facts, trainer="portable_train",
                        keras_backend=keras.backend.backend(),
-                       commit=run_log.source_commit()), f, indent=1, default=str)
+                       peak_lr=schedule.peak_lr, commit=run_log.source_commit()),
+                  f, indent=1, default=str)
     cbs += [
         run_log.RunLogger(FLAGS.log_dir, schedule, workers * n, FLAGS.log_every_step),
         checkpointing.SaveCheckpoint(checkpointer, run_facts),

@@ -47,6 +47,44 @@ def _truncate_jsonl(path, key, first_value):
             f.writelines(json.dumps(r) + "\n" for r in kept)
 
 
+def _percent(value):
+    return "–" if value is None else f"{100 * value:.1f}%"
+
+
+def summary(log_dir):
+    """What a finished run did, in a few lines, from its metrics.jsonl and flags.json: training
+    and validation error of the first and last epoch, k, n, kn, η̂, images/s (mean over the
+    epochs after the first, which includes compilation), and the command that draws its curves.
+    """
+    records = read_jsonl(os.path.join(log_dir, "metrics.jsonl"))
+    with open(os.path.join(log_dir, "flags.json")) as f:
+        facts = json.load(f)
+    if not records:
+        return f"No epoch finished; nothing logged in {log_dir}."
+    first, last = records[0], records[-1]
+    warmup_epochs = float(facts.get("warmup_epochs") or 0)
+    warmup = "no warmup" if facts.get("warmup") == "none" or not warmup_epochs else (
+        f"{facts['warmup']} warmup over {warmup_epochs:g} epoch"
+        f"{'' if warmup_epochs == 1 else 's'}")
+    lines = [
+        f"Trained epochs {first['epoch']}–{last['epoch']}: k = {facts['workers']} workers "
+        f"({facts['processes']} process{'' if facts['processes'] == 1 else 'es'}), "
+        f"n = {facts['per_worker_batch']}, "
+        f"kn = {facts['global_batch']}, η̂ = {facts['peak_lr']:.4g}, {warmup}.",
+    ]
+    for name, key in (("training error  ", "train_top1_error"),
+                      ("validation error", "val_top1_error")):
+        if last.get(key) is not None:
+            lines.append(f"  {name} {_percent(first.get(key))} (epoch {first['epoch']}) → "
+                         f"{_percent(last[key])} (epoch {last['epoch']})")
+    timed = records[1:] or records
+    speed = sum(r["images_per_sec"] for r in timed) / len(timed)
+    lines.append(f"  speed            {speed:,.0f} images/s")
+    lines.append(f"Curves: python -m tf_largebatch.curves {log_dir} "
+                 f"--out={os.path.join(log_dir, 'curves.png')}")
+    return "\n".join(lines)
+
+
 class GlobalMetrics(keras.callbacks.Callback):
     """Replaces each worker's epoch metrics by the average over all workers.
 

@@ -28,10 +28,12 @@ flags.DEFINE_float("bn_momentum", 0.9, "BN moving-average decay.")
 flags.DEFINE_integer("image_size", None, "Input size (default 224, 32 for CIFAR ResNets).")
 flags.DEFINE_integer("num_classes", None, "Classes (default: from the dataset).")
 # Data.
-flags.DEFINE_string("dataset", "synthetic", "synthetic | folder | tfrecord | tfds:<name>.")
+flags.DEFINE_string("dataset", "synthetic", "synthetic | shapes | folder | tfrecord | "
+                    "tfds:<name>.")
 flags.DEFINE_string("data_dir", None, "Folder tree, TFRecord directory, or TFDS data_dir.")
 flags.DEFINE_bool("download", False, "Let TFDS download the dataset.")
-flags.DEFINE_integer("synthetic_examples", 2048, "Training images of --dataset=synthetic.")
+flags.DEFINE_integer("synthetic_examples", 2048, "Training images of --dataset=synthetic or "
+                     "shapes.")
 flags.DEFINE_bool("cache", False, "Cache decoded images in memory (small datasets).")
 flags.DEFINE_integer("augment_off_epochs", 0, "Turn augmentation off for the last E epochs.")
 # Schedule.
@@ -132,12 +134,12 @@ def _augment_off_fits(f):
 
 
 def _validate_dataset(name):
-    return name in ("synthetic", "folder", "tfrecord") or (
+    return name in ("synthetic", "shapes", "folder", "tfrecord") or (
         name.startswith("tfds:") and len(name) > 5)
 
 
 flags.register_validator("dataset", _validate_dataset,
-                         "--dataset must be synthetic, folder, tfrecord or tfds:<name>")
+                         "--dataset must be synthetic, shapes, folder, tfrecord or tfds:<name>")
 
 
 class TrainError(RuntimeError):
@@ -315,8 +317,8 @@ def train():
     if ctx.is_chief:
         os.makedirs(FLAGS.log_dir, exist_ok=True)
         with open(os.path.join(FLAGS.log_dir, "flags.json"), "w") as f:
-            json.dump(dict(FLAGS.flag_values_dict(), **run_facts, commit=run_log.source_commit()),
-                      f, indent=1, default=str)
+            json.dump(dict(FLAGS.flag_values_dict(), **run_facts, peak_lr=schedule.peak_lr,
+                           commit=run_log.source_commit()), f, indent=1, default=str)
         cbs += [
             run_log.RunLogger(FLAGS.log_dir, schedule, workers * n, FLAGS.log_every_step),
             keras.callbacks.TensorBoard(os.path.join(FLAGS.log_dir, "tensorboard")),
@@ -344,6 +346,7 @@ def main(argv, train_fn=None):
     """Runs `train_fn` (default `train`); a problem the user must fix exits 1 with its message."""
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    from tf_largebatch import run_log
     from tf_largebatch.callbacks import NonFiniteLossError
     from tf_largebatch.checkpointing import CheckpointError
     from tf_largebatch.data import DataError
@@ -358,6 +361,7 @@ def main(argv, train_fn=None):
         written = sorted(name for name in os.listdir(run.log_dir) if name != "checkpoints")
         print(f"Logs in {os.path.abspath(run.log_dir)} ({', '.join(written)}); checkpoints in "
               f"{os.path.abspath(run.checkpoint_dir)}.")
+        print(run_log.summary(run.log_dir))
     return 0
 
 

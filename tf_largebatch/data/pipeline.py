@@ -80,6 +80,21 @@ def _finish(ds: tf.data.Dataset, batch_size: int) -> tf.data.Dataset:
     return ds.with_options(options)
 
 
+def _left_out(n, global_batch, natural_steps, steps):
+    """Says which examples an epoch leaves out, and why: N mod kn that cannot fill a global
+    batch (a different random subset each epoch), and whole batches that a shorter
+    --steps_per_epoch skips."""
+    parts = []
+    if n % global_batch:
+        parts.append(f"{n % global_batch} examples (N mod global batch) left out of each epoch, "
+                     "a different random subset each time")
+    if steps < natural_steps:
+        parts.append(f"steps_per_epoch = {steps} of the {natural_steps} full global batches, so "
+                     f"{(natural_steps - steps) * global_batch} more examples are not seen in "
+                     "each epoch")
+    return "; " + "; ".join(parts) if parts else ""
+
+
 def train_dataset(
     source: str | Source,
     data_dir: str | None = None,
@@ -121,6 +136,7 @@ def train_dataset(
     steps = n // global_batch
     if steps == 0:
         raise DataError(f"{src.name}: {n} examples cannot fill one global batch of {global_batch}")
+    natural_steps = steps
     if steps_per_epoch is not None:
         if not 0 < steps_per_epoch <= steps:
             raise DataError(
@@ -131,13 +147,12 @@ def train_dataset(
     dropped = n - steps * global_batch
     if worker_index == 0:
         logging.info(
-            "%s: %d examples, global batch %d, %d steps per epoch; %d examples (N - steps * "
-            "global batch) dropped per epoch",
+            "%s: %d examples, global batch %d, %d steps per epoch%s",
             src.name,
             n,
             global_batch,
             steps,
-            dropped,
+            _left_out(n, global_batch, natural_steps, steps),
         )
 
     def example(epoch, index):

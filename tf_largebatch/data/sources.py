@@ -18,7 +18,10 @@ shard order), so the sharding code can work on indices alone:
   ``as_dataset(shuffle_files=False)``); splits ``train`` and ``validation`` (else ``test``).
 * ``"synthetic"``: uniform random uint8 images and labels, a pure function of the index;
   N = ``synthetic_examples`` (default 1024 train / 256 eval), ``num_classes`` default 10 for
-  images up to 32 pixels, else 1000.
+  images up to 32 pixels, else 1000. Nothing to learn: for speed and shape checks.
+* ``"shapes"``: generated images a network can learn (the demo's data): a disc whose hue
+  names the class, at a random place and size, on a grey background under pixel noise; a pure
+  function of the index, N and classes as for ``"synthetic"``.
 """
 
 from __future__ import annotations
@@ -78,9 +81,10 @@ def get_source(
         raise ValueError(f"split must be 'train' or 'eval', not {split!r}")
     if isinstance(source, Source):
         src = source
-    elif source == "synthetic":
+    elif source in ("synthetic", "shapes"):
         n = synthetic_examples or DEFAULT_SYNTHETIC_EXAMPLES[split]
-        src = synthetic_source(n, image_size, num_classes or synthetic_classes(image_size), split)
+        make = synthetic_source if source == "synthetic" else shapes_source
+        src = make(n, image_size, num_classes or synthetic_classes(image_size), split)
     elif source in ("folder", "tfrecord"):
         if not data_dir:
             raise ValueError(f"source={source!r} needs data_dir")
@@ -93,7 +97,7 @@ def get_source(
         src = tfds_source(source[len("tfds:") :], data_dir, split, download=download)
     else:
         raise ValueError(
-            f"unknown data source {source!r}; use 'synthetic', 'folder', 'tfrecord' or "
+            f"unknown data source {source!r}; use 'synthetic', 'shapes', 'folder', 'tfrecord' or "
             "'tfds:<name>' (e.g. 'tfds:cifar10')"
         )
     if num_classes is not None and src.num_classes is not None and num_classes != src.num_classes:
@@ -288,6 +292,37 @@ def synthetic_source(num_examples: int, image_size: int, num_classes: int, split
         return tf.cast(image, tf.uint8), label
 
     return Source(num_examples, read, False, num_classes, None, f"synthetic {split} data")
+
+
+def shapes_source(num_examples: int, image_size: int, num_classes: int, split: str) -> Source:
+    """Learnable generated images: example i has label ``i mod C`` and shows a disc of hue
+    ``label / C`` (HSV saturation 0.8, value 0.9) with a random centre in the middle half of
+    the image and radius 0.15–0.35 of its side, on a uniform grey in [0.2, 0.6], plus Gaussian
+    pixel noise of σ = 0.1. Hue survives the CIFAR crop and flip; noise, position and size
+    make every image different. Train and eval differ; fixed across runs and seeds."""
+    salt = 0 if split == "train" else 1
+    size = float(image_size)
+    grid = tf.range(image_size, dtype=tf.float32) + 0.5
+
+    def read(index):
+        key = tf.random.experimental.stateless_fold_in(
+            tf.constant([_SYNTHETIC_SEED + 1, salt], tf.int64), index
+        )
+        keys = tf.unstack(tf.random.experimental.stateless_split(key, 4))
+        label = tf.cast(index % num_classes, tf.int32)
+        hue = tf.cast(label, tf.float32) / num_classes
+        color = tf.image.hsv_to_rgb(tf.stack([hue, 0.8, 0.9]))
+        center = tf.random.stateless_uniform([2], keys[0], 0.25 * size, 0.75 * size)
+        radius = tf.random.stateless_uniform([], keys[1], 0.15 * size, 0.35 * size)
+        grey = tf.random.stateless_uniform([], keys[2], 0.2, 0.6)
+        distance = tf.sqrt((grid[:, None] - center[0]) ** 2 + (grid[None, :] - center[1]) ** 2)
+        disc = tf.sigmoid(radius - distance)[..., None]  # soft edge, about one pixel wide
+        image = grey * (1.0 - disc) + color * disc
+        image += 0.1 * tf.random.stateless_normal([image_size, image_size, 3], keys[3])
+        image = tf.clip_by_value(image, 0.0, 1.0) * 255.0
+        return tf.cast(tf.round(image), tf.uint8), label
+
+    return Source(num_examples, read, False, num_classes, None, f"shapes {split} data")
 
 
 # ----------------------------------------------------------------------------- cache
