@@ -90,21 +90,43 @@ def test_weight_decay_skips_bn_and_bias_by_name_and_is_configurable():
     np.testing.assert_allclose(keras.ops.convert_to_numpy(v), 0.95)
 
 
-def reference_lars(steps, lr, trust, weight_decay, momentum=0.9):
-    """You et al. 2017, Algorithm 1, per layer l (BN γ/β and biases: plain momentum SGD):
-    g ← ∇L(w) + β·w;  λ_l = η·‖w‖ / (‖∇L(w)‖ + β‖w‖);  v ← m·v + γ·λ_l·g;  w ← w − v."""
+def reference_lars(steps, lr, trust, weight_decay, momentum=0.9, every_layer=False):
+    """You et al. 2017, Algorithm 1, per layer l (by default BN γ/β and biases get plain
+    momentum SGD and no decay; every_layer=True adapts and decays all, as Algorithm 1 does):
+    g ← ∇L(w) + β·w;  λ_l = η·‖w‖ / (‖∇L(w)‖ + β‖w‖);  v ← m·v + γ_t·λ_l·g;  w ← w − v."""
     w = {k: v.astype("float64").copy() for k, v in W0.items()}
     v = {k: np.zeros(4) for k in w}
-    for _ in range(steps):
+    for t in range(steps):
         grad = gradients(w)
         for k in w:
-            if k == "kernel":
+            if k == "kernel" or every_layer:
                 local = trust * np.linalg.norm(w[k]) / (
                     np.linalg.norm(grad[k]) + weight_decay * np.linalg.norm(w[k]))
-                update = lr * local * (grad[k] + weight_decay * w[k])
+                update = lr(t) * local * (grad[k] + weight_decay * w[k])
             else:
-                update = lr * grad[k]
+                update = lr(t) * grad[k]
             v[k] = momentum * v[k] + update
+            w[k] = w[k] - v[k]
+    return w
+
+
+def reference_model_garden_lars(steps, lr, trust, weight_decay, momentum=0.9):
+    """TensorFlow Model Garden's official/modeling/optimization/lars.py, transcribed: decay
+    and adaptation off for BN γ/β and biases;
+    g ← ∇L + λw;  r = where(‖w‖>0, where(‖g‖>0, trust·‖w‖/‖g‖, 1), 1);
+    v ← m·v + η_t·r·g;  w ← w − v."""
+    w = {k: v.astype("float64").copy() for k, v in W0.items()}
+    v = {k: np.zeros(4) for k in w}
+    for t in range(steps):
+        grad = gradients(w)
+        for k in w:
+            g = grad[k]
+            ratio = 1.0
+            if k == "kernel":
+                g = g + weight_decay * w[k]
+                w_norm, g_norm = np.linalg.norm(w[k]), np.linalg.norm(g)
+                ratio = trust * w_norm / g_norm if w_norm > 0 and g_norm > 0 else 1.0
+            v[k] = momentum * v[k] + lr(t) * ratio * g
             w[k] = w[k] - v[k]
     return w
 
@@ -112,10 +134,54 @@ def reference_lars(steps, lr, trust, weight_decay, momentum=0.9):
 def test_lars_matches_the_paper_algorithm():
     opt = optimizers.LARS(0.05, trust_coefficient=0.5, weight_decay=5e-4)
     got = run_keras(opt, 8)
-    want = reference_lars(8, 0.05, 0.5, 5e-4)
+    want = reference_lars(8, lambda t: 0.05, 0.5, 5e-4)
     assert np.abs(want["kernel"] - W0["kernel"]).max() > 0.01  # it moved, and stayed finite
     for k in W0:
         np.testing.assert_allclose(got[k], want[k], rtol=1e-5, atol=1e-6)
+
+
+def test_lars_with_a_changing_rate_does_not_rescale_the_velocity_by_default():
+    # Neither You et al. nor Model Garden applies momentum correction.
+    got = run_keras(optimizers.LARS(ListSchedule(), trust_coefficient=0.5, weight_decay=5e-4), 10)
+    want = reference_lars(10, rates, 0.5, 5e-4)
+    for k in W0:
+        np.testing.assert_allclose(got[k], want[k], rtol=1e-5, atol=1e-6)
+    corrected = run_keras(optimizers.LARS(ListSchedule(), trust_coefficient=0.5,
+                                          weight_decay=5e-4, momentum_correction=True), 10)
+    assert np.abs(corrected["kernel"] - want["kernel"]).max() > 1e-3  # the option still differs
+
+
+def test_lars_adapts_every_layer_when_asked_as_algorithm_1_does():
+    opt = optimizers.LARS(0.05, trust_coefficient=0.5, weight_decay=5e-4,
+                          exclude_from_weight_decay=(), exclude_from_layer_adaptation=())
+    got = run_keras(opt, 8)
+    want = reference_lars(8, lambda t: 0.05, 0.5, 5e-4, every_layer=True)
+    for k in W0:
+        np.testing.assert_allclose(got[k], want[k], rtol=1e-5, atol=1e-6)
+
+
+def test_lars_model_garden_denominator_matches_its_transcription():
+    opt = optimizers.LARS(ListSchedule(), trust_coefficient=0.5, weight_decay=5e-2,
+                          denominator="model_garden")
+    got = run_keras(opt, 10)
+    want = reference_model_garden_lars(10, rates, 0.5, 5e-2)
+    paper = reference_lars(10, rates, 0.5, 5e-2)
+    assert np.abs(want["kernel"] - paper["kernel"]).max() > 1e-4  # the two forms differ here
+    for k in W0:
+        np.testing.assert_allclose(got[k], want[k], rtol=1e-5, atol=1e-6)
+
+
+def test_lars_with_zero_gradient_takes_a_pure_weight_decay_step_of_trust_over_lambda():
+    # Both references: η_l = trust·‖w‖ / (λ‖w‖) = 1e-3 / 1e-4 = 10, so
+    # w ← w − 1.0 · 10 · 1e-4 · w = 0.999 · w: [3, 4] → [2.997, 3.996].
+    for denominator in ("paper", "model_garden"):
+        opt = optimizers.LARS(1.0, trust_coefficient=1e-3, weight_decay=1e-4,
+                              denominator=denominator)
+        w = keras.Variable(np.array([3.0, 4.0], "float32"))
+        opt.apply([np.zeros(2, "float32")], [w])
+        np.testing.assert_allclose(keras.ops.convert_to_numpy(w), [2.997, 3.996], rtol=1e-6)
+    with pytest.raises(ValueError, match="denominator must be one of"):
+        optimizers.LARS(denominator="norm")
 
 
 def test_weight_decay_schedule_and_serialisation():
@@ -131,5 +197,9 @@ def test_weight_decay_schedule_and_serialisation():
     restored = optimizers.MomentumSGD.from_config(opt.get_config())
     assert isinstance(restored.l2, schedules.WeightDecaySchedule)
     assert restored.get_config()["weight_decay"] == opt.get_config()["weight_decay"]
-    lars = optimizers.LARS.from_config(optimizers.LARS(0.3, trust_coefficient=0.01).get_config())
+    lars = optimizers.LARS.from_config(optimizers.LARS(
+        0.3, trust_coefficient=0.01, denominator="model_garden",
+        exclude_from_layer_adaptation=["bn"]).get_config())
     assert (lars.trust_coefficient, lars.momentum, lars.nesterov) == (0.01, 0.9, False)
+    assert (lars.denominator, lars.exclude_from_layer_adaptation) == ("model_garden", ("bn",))
+    assert lars.momentum_correction is False

@@ -13,6 +13,8 @@ PyTorch uses). Keras's `weight_decay` is decoupled (w ← w − η·λ·w outsid
 momentum), which is not the paper's, so it is not used here.
 """
 
+import re
+
 import keras
 from keras import ops
 
@@ -32,7 +34,11 @@ class MomentumSGD(keras.optimizers.SGD):
             (e.g. `schedules.WeightDecaySchedule`); added to the gradient.
         momentum_correction: scale v by η_t/η_{t−1} when the rate changes.
         exclude_from_weight_decay: variable-name regexes that get no weight
-            decay (and, in LARS, no trust-ratio adaptation).
+            decay (and, in LARS by default, no trust-ratio adaptation).
+
+    Example:
+        >>> schedule = schedules.goyal_schedule(32, 256, steps_per_epoch=156)
+        >>> model.compile(optimizer=MomentumSGD(schedule), loss=...)
     """
 
     def __init__(
@@ -80,20 +86,22 @@ class MomentumSGD(keras.optimizers.SGD):
         return self.l2_variable
 
     def _local_rate(self, gradient, variable, weight_decay):
-        """Per-variable multiplier of η; 1 for SGD, the trust ratio for LARS."""
-        return 1.0
+        """Per-variable multiplier of η: None (none) for SGD, the trust ratio for LARS.
+        `weight_decay` is λ for this variable, None when it gets no decay."""
+        return None
 
     def update_step(self, gradient, variable, learning_rate):
         dtype = variable.dtype
         lr = ops.cast(learning_rate, dtype)
         gradient = ops.cast(gradient, dtype)
-        adapted = self._use_weight_decay(variable)
-        if adapted:
+        weight_decay = None
+        if self._use_weight_decay(variable):
             weight_decay = ops.cast(self.current_weight_decay(), dtype)
-            scale = ops.cast(self._local_rate(gradient, variable, weight_decay), dtype)
-            step = lr * scale * (gradient + weight_decay * variable)
+            update = gradient + weight_decay * variable
         else:
-            step = lr * gradient
+            update = gradient
+        scale = self._local_rate(gradient, variable, weight_decay)
+        step = lr * update if scale is None else lr * ops.cast(scale, dtype) * update
         if self.momentum == 0:
             self.assign_sub(variable, step)
             return
@@ -127,26 +135,74 @@ class MomentumSGD(keras.optimizers.SGD):
 class LARS(MomentumSGD):
     """Layer-wise adaptive rate scaling (You et al. 2017) on top of `MomentumSGD`.
 
-    For each variable w not excluded (BN γ/β and biases get plain momentum SGD):
+    For each variable w (λ = 0 where weight decay is excluded):
 
-        η_l = trust · ‖w‖ / (‖g‖ + λ‖w‖)     (1 when ‖w‖ or ‖g‖ is 0)
-        v ← m·(η_t/η_{t−1})·v + η_t · η_l · (g + λw)
+        η_l = trust · ‖w‖ / (‖g‖ + λ‖w‖)     (denominator="paper": You et al., Algorithm 1)
+        η_l = trust · ‖w‖ / ‖g + λw‖          (denominator="model_garden": TF Model Garden)
+        η_l = 1                               where ‖w‖ = 0 or the denominator is 0
+        v ← m·v + η_t · η_l · (g + λw)
         w ← w − v
+
+    With ‖g‖ = 0 and ‖w‖ > 0 both forms give η_l = trust/λ: the step is pure weight decay.
+    Variables matching `exclude_from_layer_adaptation` (default: the weight-decay exclusions,
+    BN γ/β and biases, as Model Garden does) get η_l = 1; pass () with
+    `exclude_from_weight_decay=()` to adapt and decay every layer, as Algorithm 1 does.
+    Momentum correction is off by default: neither reference rescales v when η_t changes.
+
+    Args:
+        learning_rate: η_t, a float or a schedule of the global step.
+        trust_coefficient: the trust coefficient (You et al.'s η; 0.001).
+        epsilon: added to the denominator.
+        denominator: "paper" (‖g‖ + λ‖w‖) or "model_garden" (‖g + λw‖).
+        exclude_from_layer_adaptation: variable-name regexes with η_l = 1; None: the same as
+            `exclude_from_weight_decay`.
+        momentum_correction: scale v by η_t/η_{t−1} (default False, as the references).
+        **kwargs: `MomentumSGD`'s (momentum, nesterov, weight_decay, ...).
+
+    Example:
+        >>> opt = LARS(schedules.goyal_schedule(32, 512, steps_per_epoch=78), weight_decay=1e-4)
     """
 
-    def __init__(self, learning_rate=0.1, trust_coefficient=0.001, epsilon=0.0, **kwargs):
-        super().__init__(learning_rate=learning_rate, **kwargs)
+    DENOMINATORS = ("paper", "model_garden")
+
+    def __init__(self, learning_rate=0.1, trust_coefficient=0.001, epsilon=0.0,
+                 denominator="paper", exclude_from_layer_adaptation=None,
+                 momentum_correction=False, **kwargs):
+        super().__init__(learning_rate=learning_rate, momentum_correction=momentum_correction,
+                         **kwargs)
+        if denominator not in self.DENOMINATORS:
+            raise ValueError(f"denominator must be one of {self.DENOMINATORS}, "
+                             f"got {denominator!r}")
         self.trust_coefficient = trust_coefficient
         self.epsilon = epsilon
+        self.denominator = denominator
+        self.exclude_from_layer_adaptation = None if exclude_from_layer_adaptation is None \
+            else tuple(exclude_from_layer_adaptation)
+
+    def _adapts(self, variable):
+        patterns = self.exclude_patterns if self.exclude_from_layer_adaptation is None \
+            else self.exclude_from_layer_adaptation
+        return not any(re.search(p, variable.name) for p in patterns)
 
     def _local_rate(self, gradient, variable, weight_decay):
+        if not self._adapts(variable):
+            return None
         w_norm = ops.sqrt(ops.sum(ops.square(variable)))
-        g_norm = ops.sqrt(ops.sum(ops.square(gradient)))
-        denominator = g_norm + weight_decay * w_norm + self.epsilon
+        if self.denominator == "paper":
+            g_norm = ops.sqrt(ops.sum(ops.square(gradient)))
+            denominator = g_norm if weight_decay is None else g_norm + weight_decay * w_norm
+        else:
+            update = gradient if weight_decay is None else gradient + weight_decay * variable
+            denominator = ops.sqrt(ops.sum(ops.square(update)))
+        denominator = denominator + self.epsilon
         ratio = self.trust_coefficient * w_norm / ops.where(denominator > 0, denominator, 1.0)
-        return ops.where((w_norm > 0) & (g_norm > 0), ratio, 1.0)
+        return ops.where((w_norm > 0) & (denominator > 0), ratio, 1.0)
 
     def get_config(self):
         config = super().get_config()
-        config.update(trust_coefficient=self.trust_coefficient, epsilon=self.epsilon)
+        config.update(trust_coefficient=self.trust_coefficient, epsilon=self.epsilon,
+                      denominator=self.denominator,
+                      exclude_from_layer_adaptation=None
+                      if self.exclude_from_layer_adaptation is None
+                      else list(self.exclude_from_layer_adaptation))
         return config
