@@ -23,6 +23,13 @@ class RecordRates(keras.callbacks.Callback):
         self.seen.append(float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)))
 
 
+def test_step_scheduler_does_not_shadow_keras_epoch_scheduler():
+    assert not hasattr(callbacks, "LearningRateScheduler")
+    assert issubclass(callbacks.StopOnNonFiniteLoss, keras.callbacks.TerminateOnNaN)
+    assert callbacks.StopOnNonFiniteLoss().raise_error is True
+    assert issubclass(callbacks.NonFiniteLossError, RuntimeError)
+
+
 def test_learning_rate_callback_sets_each_step_and_resumes():
     # k = 4 of n = 4: η̂ = 0.1·16/256 = 0.00625, warmup from η̂/4 over 1 epoch of 4 steps.
     schedule = schedules.goyal_schedule(4, 4, steps_per_epoch=4, warmup_epochs=1,
@@ -34,12 +41,13 @@ def test_learning_rate_callback_sets_each_step_and_resumes():
     model.compile(optimizers.MomentumSGD(1.0), keras.losses.SparseCategoricalCrossentropy(True))
     record = RecordRates()
     history = model.fit(x, y, batch_size=4, epochs=2, verbose=0,
-                        callbacks=[callbacks.LearningRateScheduler(schedule), record])
+                        callbacks=[callbacks.StepLearningRateScheduler(schedule), record])
     assert record.seen == pytest.approx(expected[:8])
-    assert history.history["lr"] == pytest.approx([expected[3], expected[7]])
+    # Logged under Keras's own key for the rate.
+    assert history.history["learning_rate"] == pytest.approx([expected[3], expected[7]])
     # Resuming at epoch 2 (iterations restored) continues with the same rates.
     model.fit(x, y, batch_size=4, epochs=3, initial_epoch=2, verbose=0,
-              callbacks=[callbacks.LearningRateScheduler(schedule), record])
+              callbacks=[callbacks.StepLearningRateScheduler(schedule), record])
     assert record.seen == pytest.approx(expected)
 
 
@@ -58,6 +66,10 @@ def test_weight_decay_callback_sets_the_variable():
 def test_augmentation_switch_turns_off_for_the_last_epochs():
     switch = callbacks.AugmentationSwitch(total_epochs=10, final_epochs=2)
     assert [switch.augment_at(e) for e in (0, 7, 8, 9)] == [True, True, False, False]
+    # The same rule the pipelines take as augment_off_epoch.
+    assert schedules.augmentation_off_epoch(10, 2) == 8
+    assert schedules.augmentation_off_epoch(10, 0) is None
+    assert callbacks.AugmentationSwitch(total_epochs=10, final_epochs=0).augment_at(9)
     switch.on_epoch_begin(8)
     assert not bool(keras.ops.convert_to_numpy(switch.enabled))
     with pytest.raises(ValueError, match="final_epochs"):
@@ -77,6 +89,9 @@ def test_non_finite_loss_stops_before_the_diverged_weights_are_saved(tmp_path):
         model.fit(x, y, batch_size=4, epochs=2, verbose=0,
                   callbacks=[callbacks.StopOnNonFiniteLoss(str(tmp_path)), save])
     assert "global step" in str(err.value) and str(tmp_path) in str(err.value)
+    # The advice names the API of a user's own fit and the trainer's flag alike.
+    assert "WarmupDecay(warmup=\"gradual\")" in str(err.value)
+    assert "--warmup=gradual" in str(err.value)
     model.load_weights(path)
     for saved, before in zip(model.get_weights(), good, strict=True):
         np.testing.assert_array_equal(saved, before)

@@ -6,7 +6,8 @@ import pytest
 from absl import flags
 from helpers import ROOT
 
-from tf_largebatch import portable_train, train
+from tf_largebatch import portable_train, train  # noqa: F401  (train: the trainer and its flags)
+from tf_largebatch.experiment.builders import MODELS
 
 CONFIGS = sorted((ROOT / "configs").glob("*.cfg"))
 GPU_PROTOCOL = sorted((ROOT / "configs").glob("cifar10_gpu_*.cfg"))
@@ -26,7 +27,7 @@ def parsed(config, data_dir="/data/imagenet"):
 @pytest.mark.parametrize("config", CONFIGS, ids=[c.stem for c in CONFIGS])
 def test_config_parses(config):
     with parsed(config) as values:
-        assert values.model in train.MODELS
+        assert values.model in MODELS
         assert values.per_worker_batch == 32
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from tf_largebatch import curves
+from tf_largebatch.experiment import curve_check, runs
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -65,15 +66,15 @@ def test_training_gap_skips_the_runs_own_warmup_and_unshared_epochs(tmp_path):
 
 
 def test_labels_and_table_values(tmp_path):
-    assert curves.run_label({"global_batch": 8192, "warmup": "gradual", "warmup_epochs": 5},
+    assert runs.run_label({"global_batch": 8192, "warmup": "gradual", "warmup_epochs": 5},
                             "x") == "kn=8192, gradual warmup"
-    assert curves.run_label({"global_batch": 256, "warmup": "none", "warmup_epochs": 5},
+    assert runs.run_label({"global_batch": 256, "warmup": "none", "warmup_epochs": 5},
                             "x") == "kn=256, no warmup"
-    assert curves.run_label({"global_batch": 32768, "warmup": "constant", "warmup_epochs": 5,
+    assert runs.run_label({"global_batch": 32768, "warmup": "constant", "warmup_epochs": 5,
                              "optimizer": "lars"}, "x") == "kn=32768, constant warmup + LARS"
-    assert curves.run_label({"global_batch": 256, "warmup": "none", "processes": 2},
+    assert runs.run_label({"global_batch": 256, "warmup": "none", "processes": 2},
                             "x") == "kn=256, no warmup, 2 processes"
-    assert curves.run_label({}, "dirname") == "dirname"
+    assert runs.run_label({}, "dirname") == "dirname"
     ref = curves.load_run(write_run(tmp_path / "ref", REF, val_errors=[0.8, None, 0.45, 0.35,
                                                                        0.36]))
     # Final val 36.00 %, best 35.00 %; the reference's own row has no gap.
@@ -177,7 +178,7 @@ class StubModel:
 
 def make_callback(tmp_path, **kwargs):
     ref = write_run(tmp_path / "ref", REF10, warmup_epochs=1)
-    from tf_largebatch.callbacks import EarlyCurveCheck
+    from tf_largebatch.experiment.callbacks import EarlyCurveCheck
 
     callback = EarlyCurveCheck(ref, 0.5, 0.02, **kwargs)
     model = StubModel()
@@ -248,9 +249,9 @@ def test_kn_table_gap_match_and_prediction(tmp_path):
     far = write_seeded(tmp_path, "far", 4096, [0.33], warmup="none")
     runs = [curves.load_run(p) for p in base + near + far]
     settings = curves.group_settings(runs)
-    checks = {runs[1].path: curves.CheckResult("PASS", 2, 2, 0.02, [2], 0.0, 2, []),
-              runs[2].path: curves.CheckResult("PASS", 2, 2, 0.02, [2], 0.0, 2, []),
-              runs[3].path: curves.CheckResult("PASS", 2, 2, 0.02, [2], 0.0, 2, [])}
+    checks = {runs[1].path: curve_check.CheckResult("PASS", 2, 2, 0.02, [2], 0.0, 2, []),
+              runs[2].path: curve_check.CheckResult("PASS", 2, 2, 0.02, [2], 0.0, 2, []),
+              runs[3].path: curve_check.CheckResult("PASS", 2, 2, 0.02, [2], 0.0, 2, [])}
     table = curves.format_kn_table(settings, settings[0], 1.0, checks).splitlines()
     assert "| 128 | gradual warmup | 2 | 31.00 ± 1.41 | (baseline) | – | – | – |" in table
     assert "| 512 | gradual warmup | 1 | 31.50 | +0.50 | yes | PASS | yes |" in table

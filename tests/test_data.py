@@ -287,7 +287,7 @@ def test_steps_per_epoch_takes_the_first_global_batches_of_each_epoch():
 
 
 def test_too_few_examples_for_one_global_batch():
-    with pytest.raises(data.DataError, match="cannot fill one global batch of 8"):
+    with pytest.raises(data.DataError, match="fewer than one global batch of 8 = k·n = 2×4"):
         index_train(7, per_worker_batch=4, num_workers=2)
 
 
@@ -736,3 +736,20 @@ def test_real_cifar10_jpeg_tree(cifar_tree):
         cache=True,
     )
     assert t_info.steps_per_epoch == 3 and batches(train)[0][0].shape == (8, 32, 32, 3)
+
+
+def test_batch_layout_is_the_papers_arithmetic():
+    # CIFAR-10, n = 32, 4 simulated workers: kn = 128, 50,000 // 128 = 390, 80 left out.
+    cifar = data.batch_layout(50_000, 32, simulate_workers=4)
+    assert (cifar.workers, cifar.global_batch, cifar.steps_per_epoch) == (4, 128, 390)
+    assert (cifar.remainder, cifar.skipped, cifar.process_batch) == (80, 0, 128)
+    # ImageNet at kn = 8k: 256 workers, 1,281,167 // 8192 = 156 steps (the paper's 156).
+    imagenet = data.batch_layout(1_281_167, 32, processes=32, simulate_workers=8)
+    assert (imagenet.global_batch, imagenet.steps_per_epoch) == (8192, 156)
+    assert imagenet.process_batch == 256
+    short = data.batch_layout(50_000, 32, processes=2, simulate_workers=32, steps_per_epoch=10)
+    # 24 full batches of 2,048 (848 left over); 10 taken, so 14 × 2,048 more skipped.
+    assert (short.full_steps, short.remainder, short.skipped) == (24, 848, 28_672)
+    assert "steps_per_epoch = 10 of the 24 full global batches" in short.describe()
+    with pytest.raises(data.DataError, match="--steps_per_epoch=25 exceeds the 24 global"):
+        data.batch_layout(50_000, 32, processes=2, simulate_workers=32, steps_per_epoch=25)

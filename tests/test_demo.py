@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from helpers import ROOT, horovodrun
 
-from tf_largebatch import run_log
 from tf_largebatch.data import sources
+from tf_largebatch.experiment import run_log
 
 
 def test_demo_learns_and_ends_with_its_summary(tmp_path):

@@ -225,5 +225,10 @@ def test_runner_refuses_what_it_cannot_do_and_what_would_lose_work(png_tree, tmp
     result = portable(common, check=False)
     assert result.returncode == 1 and "already holds checkpoints" in result.stderr
     assert (tmp_path / "checkpoints/ckpt-1.weights.h5").read_bytes() == written
-    result = portable([*common, "--simulate_workers=2", "--epochs=2", "--resume"], check=False)
-    assert result.returncode == 1 and "resume with the run's own flagfile" in result.stderr
+    # Another kn resumes by the policy both trainers share: rate and step count rescaled.
+    result = portable([*common, "--simulate_workers=2", "--epochs=2", "--resume"])
+    assert ("Resuming a run of k·n = 4×4 with 3 steps per epoch as k·n = 2×4 with 7"
+            in result.stderr)
+    assert (tmp_path / "checkpoints/ckpt-1.weights.h5").read_bytes() == written
+    # The step count restarts at epoch 1 × 7 new steps: 14 after epoch 2.
+    assert json.loads((tmp_path / "checkpoints/run.json").read_text())["step"] == 2 * 7

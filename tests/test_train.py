@@ -171,7 +171,8 @@ def test_resume_with_fewer_workers_warns_and_rescales_the_rate(tmp_path):
     args = [*TINY, f"--log_dir={tmp_path}", f"--dump={tmp_path}", "--log_every_step"]
     run_single([*args, "--epochs=2", "--simulate_workers=2"])
     result = run_single([*args, "--epochs=3", "--resume", "--simulate_workers=1"])
-    assert "Resuming a run of k·n = 2×8 with k·n = 1×8" in result.stderr
+    assert ("Resuming a run of k·n = 2×8 with 3 steps per epoch as k·n = 1×8 with 3"
+            in result.stderr)
     steps = read_jsonl(tmp_path / "steps.jsonl")
     assert [s["step"] for s in steps] == list(range(9))
     # Epoch 3 with k = 1: η̂ = 0.1·8/256 = 0.003125, after the ×0.1 of epoch 2: 0.0003125.

@@ -5,17 +5,24 @@ The schedule callbacks set a value before every batch from the global step
 from the optimizer, so a resumed run gets the same values as an uninterrupted
 one. Momentum correction is the optimizer's job (`optimizers.MomentumSGD`),
 so it applies whether the rate comes from a schedule or from these callbacks.
+
+Which one to use in your own `fit`:
+- the rate: pass a schedule (`schedules.goyal_schedule`) as the optimizer's
+  `learning_rate`; `StepLearningRateScheduler` only when the rate must stay a float;
+- weight decay: a `schedules.WeightDecaySchedule` as the optimizer's `weight_decay`,
+  or `WeightDecayScheduler` with a float λ;
+- augmentation off at the end: with the package's pipelines, pass
+  `augment_off_epoch=schedules.augmentation_off_epoch(T, E)` to `data.train_dataset`;
+  with your own pipeline, read `AugmentationSwitch(T, E).enabled` in it;
+- divergence: `StopOnNonFiniteLoss`.
 """
 
-import logging
 import math
 
 import keras
 from keras import ops
 
-from tf_largebatch import curves
-
-logger = logging.getLogger(__name__)
+from tf_largebatch.schedules import augmentation_off_epoch
 
 
 def _base_optimizer(model):
@@ -27,11 +34,22 @@ def _global_step(model):
     return int(ops.convert_to_numpy(model.optimizer.iterations))
 
 
-class LearningRateScheduler(keras.callbacks.Callback):
-    """Sets η = schedule(t) before each batch, for an optimizer built with a float rate.
+class StepLearningRateScheduler(keras.callbacks.Callback):
+    """Sets η = schedule(t) before each batch, t the global step.
 
-    Use it for warmup and decay (e.g. `schedules.WarmupDecay`) when the optimizer's
-    rate must stay a plain variable; adds `lr` to the epoch logs.
+    Unlike `keras.callbacks.LearningRateScheduler`, which calls `schedule(epoch, lr)` once
+    an epoch, this follows the step, as gradual warmup needs (the paper updates the rate
+    every iteration). For an optimizer built with a float rate; an optimizer whose
+    `learning_rate` is already a schedule needs no callback. Adds `learning_rate` to the
+    epoch logs, as Keras's scheduler does.
+
+    Args:
+        schedule: a function of the global step, e.g. `schedules.goyal_schedule(...)`.
+
+    Example:
+        >>> schedule = schedules.goyal_schedule(32, 8, steps_per_epoch=5004)
+        >>> model.compile(optimizer=optimizers.MomentumSGD(0.1), loss=...)
+        >>> model.fit(ds, epochs=90, callbacks=[StepLearningRateScheduler(schedule)])
     """
 
     def __init__(self, schedule):
@@ -44,7 +62,8 @@ class LearningRateScheduler(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is not None:
-            logs["lr"] = float(ops.convert_to_numpy(self.model.optimizer.learning_rate))
+            logs["learning_rate"] = float(ops.convert_to_numpy(
+                self.model.optimizer.learning_rate))
 
 
 class WeightDecayScheduler(keras.callbacks.Callback):
@@ -53,6 +72,14 @@ class WeightDecayScheduler(keras.callbacks.Callback):
     For `optimizers.MomentumSGD`/`LARS` built with a float λ (Codreanu et al.:
     `schedules.WeightDecaySchedule`, 5e-5 doubled for the last 5–7%). Passing the
     schedule as the optimizer's `weight_decay` does the same inside the graph.
+    Adds `weight_decay` to the epoch logs.
+
+    Args:
+        schedule: a function of the global step, e.g. `schedules.WeightDecaySchedule(...)`.
+
+    Example:
+        >>> decay = schedules.WeightDecaySchedule(5e-5, steps_per_epoch=100, total_epochs=90)
+        >>> model.fit(ds, epochs=90, callbacks=[WeightDecayScheduler(decay)])
     """
 
     def __init__(self, schedule):
@@ -76,21 +103,30 @@ class WeightDecayScheduler(keras.callbacks.Callback):
 class AugmentationSwitch(keras.callbacks.Callback):
     """Turns data augmentation off for the last `final_epochs` epochs (Codreanu et al.).
 
-    `enabled` is a boolean `keras.Variable` that a preprocessing function can read;
-    `augment_at(epoch)` is the same rule as a pure function, for pipelines that are
-    built per epoch (the package's own pipelines use it, so prefetching cannot race
-    with the switch).
+    `enabled` is a boolean `keras.Variable` that your own preprocessing can read; it is
+    True in epoch e iff e < `schedules.augmentation_off_epoch(total_epochs, final_epochs)`,
+    the rule the package's pipelines take as `augment_off_epoch` (they need no callback,
+    so prefetching cannot race with the switch).
+
+    Args:
+        total_epochs: T, the epochs of the run.
+        final_epochs: E, the last epochs without augmentation (0: never off).
+
+    Example:
+        >>> switch = AugmentationSwitch(total_epochs=90, final_epochs=2)
+        >>> ds = ds.map(lambda x, y: (tf.cond(switch.enabled, lambda: augment(x),
+        ...                                   lambda: x), y))
+        >>> model.fit(ds, epochs=90, callbacks=[switch])
     """
 
     def __init__(self, total_epochs, final_epochs):
         super().__init__()
-        if not 0 <= final_epochs <= total_epochs:
-            raise ValueError(f"final_epochs={final_epochs} must be in [0, {total_epochs}]")
-        self.off_from_epoch = total_epochs - final_epochs
+        self.off_from_epoch = augmentation_off_epoch(total_epochs, final_epochs)
         self.enabled = keras.Variable(True, dtype="bool", trainable=False, name="augment")
 
     def augment_at(self, epoch):
-        return epoch < self.off_from_epoch
+        """Whether epoch `epoch` (0-based) is augmented."""
+        return self.off_from_epoch is None or epoch < self.off_from_epoch
 
     def on_epoch_begin(self, epoch, logs=None):
         self.enabled.assign(self.augment_at(epoch))
@@ -100,95 +136,39 @@ class NonFiniteLossError(RuntimeError):
     """Training produced a NaN or infinite loss."""
 
 
-class StopOnNonFiniteLoss(keras.callbacks.Callback):
-    """Stops training at the first non-finite loss, before anything is saved.
+class StopOnNonFiniteLoss(keras.callbacks.TerminateOnNaN):
+    """Keras's `TerminateOnNaN(raise_error=True)`, with a message that says what to change.
 
-    Unlike `keras.callbacks.TerminateOnNaN`, which lets the epoch end (and a
-    checkpoint callback then save the diverged weights), this raises
-    `NonFiniteLossError`, so the last checkpoint written stays the last good one.
+    Raises `NonFiniteLossError` (a `RuntimeError`) at the first non-finite batch loss, in
+    the batch, so no later callback of the epoch runs: a checkpoint callback never saves
+    the diverged weights, and the last checkpoint written stays the last good one
+    (`TerminateOnNaN()` without `raise_error` lets the epoch end and the checkpoint be
+    written).
+
+    Args:
+        checkpoint_hint: where the last good checkpoint is, for the message (optional).
+
+    Example:
+        >>> model.fit(ds, epochs=90, callbacks=[StopOnNonFiniteLoss("ckpt/"),
+        ...                                     keras.callbacks.ModelCheckpoint(...)])
     """
 
     def __init__(self, checkpoint_hint=None):
         super().__init__()
+        self.raise_error = True
         self.checkpoint_hint = checkpoint_hint
 
-    def on_train_batch_end(self, batch, logs=None):
+    def on_batch_end(self, batch, logs=None):
         loss = (logs or {}).get("loss")
         if loss is None or math.isfinite(float(loss)):
             return
-        rate = float(ops.convert_to_numpy(self.model.optimizer.learning_rate))
+        rate = float(ops.convert_to_numpy(_base_optimizer(self.model).learning_rate))
         where = f" The last good checkpoint is kept in {self.checkpoint_hint}." if (
             self.checkpoint_hint) else ""
         raise NonFiniteLossError(
             f"loss became {loss} at global step {_global_step(self.model)} (learning rate "
             f"{rate:.6g}); training stopped.{where} Large minibatches diverge without "
-            "warmup: use gradual warmup (--warmup=gradual), more warmup epochs, or a "
-            "lower base rate."
+            "warmup: use gradual warmup (schedules.WarmupDecay(warmup=\"gradual\"); the "
+            "trainer's --warmup=gradual), more warmup epochs (warmup_epochs; "
+            "--warmup_epochs), or a lower reference rate (base_lr; --base_lr)."
         )
-
-
-class EarlyCurveCheck(keras.callbacks.Callback):
-    """Stops training when the training error leaves the reference's curve early on.
-
-    At each epoch end compares logs["top1_error"] (the train top-1 error, as
-    named by run_log.GlobalMetrics, which must come before this callback so
-    every worker sees the same averaged value and stops at the same epoch)
-    with the reference run's train_top1_error at that epoch, over the epochs
-    after warmup (max of the reference's and `warmup_epochs`, this run's) up
-    to `fraction` × the reference's logged epochs. Once any epoch differs by
-    more than `tolerance` the check has failed (the verdict cannot change):
-    it logs why and, with stop=True, sets model.stop_training. After the last
-    checked epoch with no such difference it logs that the check passed.
-    `result` holds the CheckResult once decided.
-    """
-
-    def __init__(self, reference_dir, fraction, tolerance, stop=True, warmup_epochs=0.0):
-        super().__init__()
-        reference = curves.load_run(reference_dir)
-        self.reference_dir = reference_dir
-        self.reference_curve = reference.curve("train_top1_error")
-        self.first, self.last = curves.check_window(
-            reference.epochs, fraction, max(reference.warmup_epochs, warmup_epochs))
-        self.tolerance = tolerance
-        self.stop = stop
-        self.curve = {}
-        self.result = None
-
-    def on_epoch_end(self, epoch, logs=None):
-        if self.result is not None or logs is None:
-            return
-        completed = epoch + 1
-        if "top1_error" in logs:
-            error = float(logs["top1_error"])
-        elif "top1" in logs:
-            error = 1.0 - float(logs["top1"])
-        else:
-            raise ValueError("EarlyCurveCheck needs the training top-1 error in the epoch "
-                             f"logs ('top1_error'); got keys {sorted(logs)}. Put it after "
-                             "run_log.GlobalMetrics.")
-        if self.first <= completed <= self.last:
-            self.curve[completed] = error
-        result = curves.compare_curves(self.reference_curve, self.curve, self.first,
-                                       min(completed, self.last), self.tolerance)
-        if result.verdict == "FAIL":
-            self.result = result
-            message = (f"early curve check against {self.reference_dir} failed at epoch "
-                       f"{completed}: train top-1 error {100 * error:.2f}% vs the "
-                       f"reference's {100 * self.reference_curve[completed]:.2f}%. "
-                       f"{result.describe()}")
-            if self.stop:
-                logger.error("%s. Stopping training.", message)
-                self.model.stop_training = True
-            else:
-                logger.warning("%s (stop=False: training continues).", message)
-        elif completed >= self.last:
-            self.result = curves.compare_curves(self.reference_curve, self.curve, self.first,
-                                                self.last, self.tolerance)
-            if self.result.verdict == "INCOMPLETE":
-                logger.warning(
-                    "early curve check against %s not decided: epochs %s were not seen "
-                    "(training resumed after them?) and the rest were within tolerance",
-                    self.reference_dir, ", ".join(map(str, self.result.missing)))
-            else:
-                logger.info("early curve check against %s: %s", self.reference_dir,
-                             self.result.describe())

@@ -17,13 +17,8 @@ warmup" means epoch > max(reference's warmup epochs, run's warmup epochs), so a
 run's own warmup (where its curve is meant to differ) is left out; a run's
 warmup counts as 0 epochs when its --warmup is "none".
 
-Early check (the paper: "training error curves can be used as a reliable proxy
-for success well before training finishes"): with --check_fraction=f and
---tolerance=t, a run PASSES when at every epoch e with
-warmup < e ≤ f × (reference's number of logged epochs) its training error is
-within t (absolute, 0.02 = 2 points) of the reference's at the same epoch, i.e.
-max |Δ| ≤ t (not the mean). A run that has not yet logged every such epoch and
-exceeded nowhere is INCOMPLETE.
+Early check (--check_fraction=f, --tolerance=t): `experiment.curve_check`; the same check
+during training is `experiment.callbacks.EarlyCurveCheck` (the trainers' --reference_run).
 
 Exit codes: 0 all checked runs pass (or no check asked), 1 some run FAILs,
 2 bad arguments or a directory that is not a trainer run, 3 no FAIL but some
@@ -38,7 +33,6 @@ of its mean to the baseline's, whether it matches (|gap| ≤ --match_points), an
 --check_fraction, the early check of every seed against the reference and whether that
 check predicted the match (all seeds PASS ⇔ match).
 
-The same check during training: `tf_largebatch.callbacks.EarlyCurveCheck`.
 This module imports neither Keras nor TensorFlow, so the CLI starts fast.
 
 Curve values are fractions (0.25) everywhere in the functions; only the table,
@@ -47,212 +41,22 @@ messages and plot show percentages.
 
 import argparse
 import dataclasses
-import json
 import math
 import os
 import sys
 
-METRICS = "metrics.jsonl"
-FLAGS_FILE = "flags.json"
+from tf_largebatch.experiment.curve_check import early_check, training_gap
+from tf_largebatch.experiment.runs import (
+    FLAGS_FILE,
+    RunDirError,
+    final_val_error,
+    load_run,
+    unique_labels,
+)
+
 _EPS = 1e-9
 
-
-class RunDirError(ValueError):
-    """A path that is not a readable tf_largebatch.train run directory."""
-
-
-# ---------------------------------------------------------------- loading --
-
-
-def read_metrics(path):
-    """Parses a metrics.jsonl; errors name the file and the 1-based line number."""
-    records = []
-    with open(path) as f:
-        for number, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise RunDirError(f"{path}, line {number}: malformed JSON ({e.msg})") from None
-            if not isinstance(record, dict) or "epoch" not in record:
-                raise RunDirError(f"{path}, line {number}: not an epoch record "
-                                  "(a JSON object with an \"epoch\" key)")
-            records.append(record)
-    return records
-
-
-@dataclasses.dataclass
-class Run:
-    """One run's logs: `records` from metrics.jsonl, `flags` from flags.json ({} if absent)."""
-
-    path: str
-    flags: dict
-    records: list
-
-    def curve(self, key):
-        """{epoch: value} of `key`, leaving out epochs where it is null or missing."""
-        return {int(r["epoch"]): float(r[key]) for r in self.records
-                if r.get(key) is not None}
-
-    @property
-    def epochs(self):
-        """Last epoch logged (epochs completed)."""
-        return max(int(r["epoch"]) for r in self.records)
-
-    @property
-    def warmup_epochs(self):
-        """Warmup length in epochs; 0 when --warmup=none or unknown."""
-        if self.flags.get("warmup", "none") == "none":
-            return 0.0
-        return float(self.flags.get("warmup_epochs") or 0.0)
-
-    @property
-    def label(self):
-        return run_label(self.flags, os.path.basename(os.path.normpath(self.path)))
-
-
-def load_run(path):
-    """Reads RUN_DIR/metrics.jsonl and RUN_DIR/flags.json; raises RunDirError."""
-    hint = "pass the --log_dir of a tf_largebatch.train run"
-    if not os.path.isdir(path):
-        raise RunDirError(f"{path}: no such directory; not a trainer run directory ({hint})")
-    metrics = os.path.join(path, METRICS)
-    if not os.path.isfile(metrics):
-        raise RunDirError(f"{path} has no {METRICS}; not a trainer run directory ({hint})")
-    records = read_metrics(metrics)
-    if not records:
-        raise RunDirError(f"{metrics} is empty: the run has not finished an epoch yet ({hint} "
-                          "that has logged at least one epoch)")
-    flags = {}
-    flags_path = os.path.join(path, FLAGS_FILE)
-    if os.path.isfile(flags_path):
-        try:
-            with open(flags_path) as f:
-                flags = json.load(f)
-        except json.JSONDecodeError as e:
-            raise RunDirError(f"{flags_path}, line {e.lineno}: malformed JSON ({e.msg})") from None
-    return Run(path=path, flags=flags, records=records)
-
-
-def run_label(flags, fallback):
-    """'kn=8192, gradual warmup' / 'kn=256, no warmup' / '… + LARS' / '…, 2 processes' from
-    flags.json (processes: real Horovod processes, when more than one)."""
-    if "global_batch" not in flags:
-        return fallback
-    warmup = flags.get("warmup", "none")
-    if warmup == "none" or not flags.get("warmup_epochs"):
-        text = "no warmup"
-    else:
-        text = f"{warmup} warmup"
-    label = f"kn={flags['global_batch']}, {text}"
-    if flags.get("optimizer") == "lars":
-        label += " + LARS"
-    if flags.get("processes", 1) > 1:
-        label += f", {flags['processes']} processes"
-    return label
-
-
-def unique_labels(runs):
-    """Labels, with the directory name appended where two runs would share one."""
-    labels = [r.label for r in runs]
-    return [f"{label} ({os.path.basename(os.path.normpath(r.path))})"
-            if labels.count(label) > 1 else label for label, r in zip(labels, runs, strict=True)]
-
-
-# ----------------------------------------------------------- computations --
-
-
-def _after_warmup(reference, run):
-    return max(reference.warmup_epochs, run.warmup_epochs)
-
-
-def training_gap(reference, run):
-    """Mean |Δ train_top1_error| over shared epochs after warmup (a fraction); None if none."""
-    start = _after_warmup(reference, run)
-    ref, mine = reference.curve("train_top1_error"), run.curve("train_top1_error")
-    diffs = [abs(mine[e] - ref[e]) for e in sorted(ref.keys() & mine.keys()) if e > start + _EPS]
-    return sum(diffs) / len(diffs) if diffs else None
-
-
-def check_window(reference_epochs, fraction, warmup_epochs):
-    """(first, last) epochs the early check covers: warmup < e ≤ fraction·reference_epochs."""
-    if not 0 < fraction <= 1:
-        raise ValueError(f"the check fraction must be in (0, 1], got {fraction}")
-    first = math.floor(warmup_epochs + _EPS) + 1
-    last = math.floor(fraction * reference_epochs + _EPS)
-    if last < first:
-        raise ValueError(
-            f"nothing to check: fraction {fraction} of the reference's {reference_epochs} "
-            f"epochs ends at epoch {fraction * reference_epochs:g}, within the warmup "
-            f"({warmup_epochs:g} epochs); raise the check fraction")
-    return first, last
-
-
-@dataclasses.dataclass
-class CheckResult:
-    """Outcome of the early check of one run. `verdict` is PASS, FAIL or INCOMPLETE."""
-
-    verdict: str
-    first: int
-    last: int
-    tolerance: float
-    checked: list  # epochs compared
-    max_diff: float | None
-    worst_epoch: int | None
-    missing: list  # window epochs the run (or the reference) has not logged
-
-    @property
-    def passed(self):
-        return self.verdict == "PASS"
-
-    def describe(self):
-        where = f"epochs {self.first}–{self.last}"
-        if self.max_diff is None:
-            return f"{self.verdict}: no epoch of {where} logged yet"
-        text = (f"{self.verdict}: max |Δ train top-1| {100 * self.max_diff:.2f} points at epoch "
-                f"{self.worst_epoch} (tolerance {100 * self.tolerance:.2f}) over {where}")
-        if self.missing:
-            text += f"; epochs {', '.join(map(str, self.missing))} not logged yet"
-        return text
-
-
-def compare_curves(ref_curve, run_curve, first, last, tolerance):
-    """The early check on {epoch: train error} dicts over epochs first..last (see module doc)."""
-    window = range(first, last + 1)
-    checked = [e for e in window if e in ref_curve and e in run_curve]
-    missing = [e for e in window if e not in checked]
-    diffs = {e: abs(run_curve[e] - ref_curve[e]) for e in checked}
-    worst = max(diffs, key=diffs.get) if diffs else None
-    max_diff = diffs[worst] if diffs else None
-    if max_diff is not None and max_diff > tolerance + _EPS:
-        verdict = "FAIL"
-    elif missing:
-        verdict = "INCOMPLETE"
-    else:
-        verdict = "PASS"
-    return CheckResult(verdict, first, last, tolerance, checked, max_diff, worst, missing)
-
-
-def early_check(reference, run, fraction, tolerance):
-    """Does `run`'s training error stay within `tolerance` of `reference`'s early on?
-
-    Epochs after warmup (of either run) up to fraction × the reference's logged
-    epochs; PASS iff |Δ| ≤ tolerance at every one. Raises ValueError when that
-    window is empty.
-    """
-    first, last = check_window(reference.epochs, fraction, _after_warmup(reference, run))
-    return compare_curves(reference.curve("train_top1_error"), run.curve("train_top1_error"),
-                          first, last, tolerance)
-
-
-def final_val_error(run):
-    """The last logged validation top-1 error (a fraction); RunDirError if there is none."""
-    val = run.curve("val_top1_error")
-    if not val:
-        raise RunDirError(f"{run.path} logged no validation error; error vs kn needs runs "
-                          "evaluated at least at the end (--eval_every)")
-    return val[max(val)]
+# ----------------------------------------------------------- error vs kn --
 
 
 def mean_std(values):

@@ -136,10 +136,22 @@ def resnet(
         version: "1" (stride in the bottleneck's first 1x1, He et al.) or "1.5" (stride in
             the 3x3, torchvision's). Same parameters; no effect on basic blocks.
         zero_gamma: Zero-initialise gamma of the last BN in every residual block.
+        num_classes: Outputs of the final Dense layer (logits, no softmax).
+        input_shape: (height, width, 3) of the images, channels last.
         bn_momentum: Keras moving-average decay (torch momentum 0.1 == Keras 0.9).
-        virtual_batch_size: Samples per BN statistics group; None for ordinary BN.
+        bn_epsilon: BN's ε (torch's 1e-5).
+        virtual_batch_size: Samples per BN statistics group (the per-worker n when k
+            workers are simulated in one batch); None for ordinary BN.
         dtype_policy: Keras dtype policy for the layers, e.g. "mixed_float16"; None keeps
             the global policy (which is never changed).
+        name: Model name (default "resnet50_v1_5" and the like).
+
+    Returns:
+        A `keras.Model` from images to float32 logits.
+
+    Example:
+        >>> model = resnet(50)  # 25,557,032 parameters
+        >>> model.compile(optimizer=optimizers.MomentumSGD(0.1), loss=...)
     """
     if depth not in RESNET_SPECS:
         raise ValueError(f"ResNet depth must be one of {sorted(RESNET_SPECS)}, got {depth}.")
@@ -184,7 +196,20 @@ def cifar_resnet(
     3x3 conv with 16 filters, BN, ReLU; three stages of n basic blocks with 16/32/64 filters,
     stages 2 and 3 starting with stride 2; global average pool, Dense logits (float32).
     Where the shape changes the shortcut is a strided 1x1 conv + BN (option B; the paper's
-    CIFAR models use parameter-free option A). Other arguments as in `resnet`.
+    CIFAR models use parameter-free option A).
+
+    Args:
+        depth: 6m+2 for m ≥ 1 basic blocks per stage: 8, 14, 20, 32, 44, 56, 110.
+        num_classes: Outputs of the final Dense layer (logits).
+        input_shape: (height, width, 3), channels last.
+        zero_gamma, bn_momentum, bn_epsilon, virtual_batch_size, dtype_policy, name: as in
+            `resnet`.
+
+    Returns:
+        A `keras.Model` from images to float32 logits.
+
+    Example:
+        >>> model = cifar_resnet(20, virtual_batch_size=32)  # BN over each worker's 32 images
     """
     if depth < 8 or (depth - 2) % 6:
         raise ValueError(

@@ -2,10 +2,10 @@
 
 Every schedule is a pure function of the global step t (the optimizer's
 `iterations`), so a resumed run gets exactly the rates of an uninterrupted one;
-nothing is read back from the optimizer (Horovod's Keras callbacks compound
-the decay after a restart, horovod#1921). Keras's own schedules cannot be
-composed with warmup and switch one step late at `PiecewiseConstantDecay`
-boundaries, hence these.
+nothing is read back from the optimizer (Horovod's Keras callbacks once did, and
+compounded the decay after a restart, horovod#1921; its fix made `initial_lr` a
+required argument). Keras's own schedules cannot be composed with warmup and
+switch one step late at `PiecewiseConstantDecay` boundaries, hence these.
 
 Notation: S steps per epoch, e = t / S the fractional epoch, W warmup epochs,
 T total epochs, η̂ the peak (scaled) rate.
@@ -53,6 +53,26 @@ class WarmupDecay(keras.optimizers.schedules.LearningRateSchedule):
       linear:   η = η̂ until `decay_start_epoch`, then linearly to η_end at T
       cosine:   η = η_end + (η̂ − η_end) · (1 + cos(π p)) / 2
       constant: η = η̂
+
+    Args:
+        peak_lr: η̂, the rate after warmup (`scaled_learning_rate(kn)`).
+        steps_per_epoch: S, global steps per epoch (N // kn).
+        total_epochs: T.
+        warmup: "gradual", "constant" or "none".
+        warmup_epochs: W (fractional allowed); ignored with warmup="none".
+        warmup_start_lr: η₀, required with warmup (Goyal et al.: η̂/k).
+        decay: "step", "poly", "linear", "cosine" or "constant".
+        milestones: epochs of the step decay.
+        decay_factor: multiplier at each milestone.
+        power: exponent of the poly decay.
+        end_lr: η_end of the poly, linear and cosine decays.
+        decay_start_epoch: start of the linear decay (default: W).
+
+    Returns, when called with the global step t: η(t), a float32 scalar.
+
+    Example:
+        >>> rate = WarmupDecay(3.2, steps_per_epoch=156, warmup_start_lr=0.1)
+        >>> [float(rate(t)) for t in (0, 5 * 156, 30 * 156)]  # ≈ [0.1, 3.2, 0.32]
     """
 
     def __init__(
@@ -156,13 +176,43 @@ def goyal_schedule(
     """The paper's schedule for k = `workers` workers of n = `per_worker_batch` images.
 
     η̂ = scaled_learning_rate(kn); warmup starts at the single-worker rate
-    scaled_learning_rate(n) (= η̂/k under the linear rule). Other keyword
-    arguments go to `WarmupDecay` (warmup, warmup_epochs, decay, milestones, ...).
+    scaled_learning_rate(n) (= η̂/k under the linear rule).
+
+    Args:
+        per_worker_batch: n, images per worker per step.
+        workers: k.
+        steps_per_epoch: S, global steps per epoch (N // kn).
+        base_lr: η_ref, the rate for `base_batch` images (0.1 for ImageNet ResNet-50).
+        base_batch: B_ref (256).
+        rule: "linear" (the paper's) or "sqrt".
+        **kwargs: passed to `WarmupDecay` (total_epochs, warmup, warmup_epochs, decay,
+            milestones, ...).
+
+    Returns:
+        A `WarmupDecay`.
+
+    Example:
+        >>> schedule = goyal_schedule(32, 256, steps_per_epoch=156)  # kn = 8k on ImageNet
+        >>> schedule.peak_lr, schedule.warmup_start_lr  # ≈ (3.2, 0.0125)
     """
     peak = scaled_learning_rate(per_worker_batch * workers, base_lr, base_batch, rule)
     single_worker = scaled_learning_rate(per_worker_batch, base_lr, base_batch, rule)
     kwargs.setdefault("warmup_start_lr", single_worker)
     return WarmupDecay(peak, steps_per_epoch, **kwargs)
+
+
+def augmentation_off_epoch(total_epochs, final_epochs):
+    """The first (0-based) epoch without augmentation when the last `final_epochs` of
+    `total_epochs` epochs go without it (Codreanu et al.); None when `final_epochs` is 0.
+    Epoch e is augmented iff the result is None or e < it.
+
+    Example:
+        >>> augmentation_off_epoch(90, 2)
+        88
+    """
+    if not 0 <= final_epochs <= total_epochs:
+        raise ValueError(f"final_epochs={final_epochs} must be in [0, {total_epochs}]")
+    return total_epochs - final_epochs if final_epochs else None
 
 
 @keras.saving.register_keras_serializable(package="tf_largebatch")

@@ -41,8 +41,8 @@ def evaluate_alone(model):
 def main(argv):
     run = train.train()
     weights = {v.path: np.asarray(v) for v in run.model.variables}
-    np.savez(os.path.join(FLAGS.dump, f"rank{run.context.rank}.npz"), **weights)
-    if FLAGS.eval_check and run.context.is_chief:
+    np.savez(os.path.join(FLAGS.dump, f"rank{run.rank}.npz"), **weights)
+    if FLAGS.eval_check and run.is_chief:
         with open(os.path.join(FLAGS.dump, "eval_check.json"), "w") as f:
             json.dump(evaluate_alone(run.model), f)
 

@@ -2,7 +2,10 @@
 
 * :func:`train_dataset` / :func:`eval_dataset`: per-worker tf.data pipelines (see
   :mod:`~tf_largebatch.data.sharding` for which examples each worker reads).
-* Sources ("synthetic", "folder", "tfrecord", "tfds:<name>"): :mod:`~tf_largebatch.data.sources`.
+* :func:`batch_layout`: k, kn, steps per epoch and what an epoch leaves out, computed once
+  (:mod:`~tf_largebatch.data.layout`).
+* Sources ("synthetic", "shapes", "folder", "tfrecord", "tfds:<name>"):
+  :mod:`~tf_largebatch.data.sources`.
 * Augmentation: :mod:`~tf_largebatch.data.preprocess`.
 * Folder -> TFRecord converter: ``python -m tf_largebatch.data.convert``.
 * Without TensorFlow (Keras's JAX backend): :mod:`~tf_largebatch.data.arrays`, the same rules on
@@ -14,6 +17,8 @@ import importlib
 # Names resolve on first use, so that the TensorFlow-free modules (arrays, folders, errors)
 # import on hosts without TensorFlow.
 _HOMES = {
+    "BatchLayout": "layout",
+    "batch_layout": "layout",
     "DataError": "errors",
     "DataNotFoundError": "errors",
     "DatasetInfo": "pipeline",

@@ -22,6 +22,7 @@ import numpy as np
 from tf_largebatch.data.constants import CIFAR_MEAN, CIFAR_PAD, CIFAR_STD
 from tf_largebatch.data.errors import DataError
 from tf_largebatch.data.folders import list_image_folder
+from tf_largebatch.data.layout import batch_layout
 
 
 def load_image_folder(data_dir, split, threads=None):
@@ -88,10 +89,9 @@ def train_batches(images, labels, global_batch, seed, start_epoch, epochs, steps
     """Yields ``(float32 images, int32 labels)`` of kn = ``global_batch`` for epochs
     ``start_epoch .. epochs-1``, ``steps_per_epoch`` (default and at most N // kn) per epoch."""
     num_examples = len(images)
-    most = num_examples // global_batch
-    steps = most if steps_per_epoch is None else steps_per_epoch
-    if not 0 < steps <= most:
-        raise ValueError(f"steps_per_epoch={steps} not in [1, N // kn = {most}]")
+    # The whole global batch comes from this one process: k·n = 1 × kn here.
+    steps = batch_layout(num_examples, global_batch,
+                         steps_per_epoch=steps_per_epoch).steps_per_epoch
     for epoch in range(start_epoch, epochs):
         order = epoch_permutation(num_examples, seed, epoch)
         augment = augment_off_epoch is None or epoch < augment_off_epoch

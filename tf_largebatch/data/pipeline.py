@@ -8,7 +8,7 @@ import tensorflow as tf
 from absl import logging
 
 from tf_largebatch.data import preprocess, sharding
-from tf_largebatch.data.errors import DataError
+from tf_largebatch.data.layout import BatchLayout, batch_layout
 from tf_largebatch.data.sources import Source, cache_decoded, get_source
 
 
@@ -22,10 +22,11 @@ class DatasetInfo:
       class_names: class names in label order, when known.
       global_batch: per_worker_batch * num_workers * simulate_workers.
       batch_size: images per yielded batch in this process, per_worker_batch * simulate_workers.
-      steps_per_epoch: training steps per epoch, N // global_batch (train only).
-      dropped_per_epoch: N mod global_batch examples left out of each epoch (train only).
+      steps_per_epoch: training steps per epoch, N // global_batch or fewer (train only).
+      dropped_per_epoch: examples left out of each epoch, N - steps * global_batch (train only).
       steps: evaluation steps, ceil(N / global_batch), the same on every worker (eval only).
       padded: weight-0 padding elements over all workers, steps * global_batch - N (eval only).
+      layout: the :class:`~tf_largebatch.data.layout.BatchLayout` of the epoch (train only).
     """
 
     num_examples: int
@@ -37,6 +38,7 @@ class DatasetInfo:
     dropped_per_epoch: int | None = None
     steps: int | None = None
     padded: int | None = None
+    layout: BatchLayout | None = None
 
 
 def _check_layout(per_worker_batch, num_workers, worker_index, simulate_workers):
@@ -80,21 +82,6 @@ def _finish(ds: tf.data.Dataset, batch_size: int) -> tf.data.Dataset:
     return ds.with_options(options)
 
 
-def _left_out(n, global_batch, natural_steps, steps):
-    """Says which examples an epoch leaves out, and why: N mod kn that cannot fill a global
-    batch (a different random subset each epoch), and whole batches that a shorter
-    --steps_per_epoch skips."""
-    parts = []
-    if n % global_batch:
-        parts.append(f"{n % global_batch} examples (N mod global batch) left out of each epoch, "
-                     "a different random subset each time")
-    if steps < natural_steps:
-        parts.append(f"steps_per_epoch = {steps} of the {natural_steps} full global batches, so "
-                     f"{(natural_steps - steps) * global_batch} more examples are not seen in "
-                     "each epoch")
-    return "; " + "; ".join(parts) if parts else ""
-
-
 def train_dataset(
     source: str | Source,
     data_dir: str | None = None,
@@ -115,45 +102,53 @@ def train_dataset(
     synthetic_examples: int | None = None,
     steps_per_epoch: int | None = None,
 ) -> tuple[tf.data.Dataset, DatasetInfo]:
-    """Training batches ``(images float32 [b, S, S, 3], labels int32 [b])`` of this worker, for
-    epochs ``start_epoch .. epochs-1`` back to back (``steps_per_epoch`` batches each), with
-    ``b = per_worker_batch * simulate_workers``.
+    """Training batches of this worker: one random shuffle per epoch split among the k workers.
 
-    Follows the rules in :mod:`tf_largebatch.data.sharding`. Augmentation is seeded by
-    ``(seed, epoch, example index)``; from epoch ``augment_off_epoch`` on, the eval preprocessing is
-    used instead. ``cache`` decodes all images into memory once (small datasets only);
-    ``synthetic_examples`` sets N for ``source="synthetic"`` (default 1024). ``steps_per_epoch``
-    shortens epochs to their first ``steps_per_epoch`` global batches (at most ``N // G``).
+    Yields ``(images float32 [b, S, S, 3], labels int32 [b])`` with ``b = per_worker_batch *
+    simulate_workers``, for epochs ``start_epoch .. epochs-1`` back to back, ``steps_per_epoch``
+    batches each, following the rules in :mod:`tf_largebatch.data.sharding` (epoch e uses the
+    permutation P_e of (seed, e); N mod kn examples are left out of each epoch). Augmentation is
+    a function of ``(seed, epoch, example index)``, so a resumed run sees the same images.
+
+    Args:
+      source: "synthetic", "shapes", "folder", "tfrecord", "tfds:<name>" or a ``Source``.
+      data_dir: the folder tree, TFRecord directory or TFDS data_dir (not for generated data).
+      image_size: S, the side of the square images yielded.
+      per_worker_batch: n, images per worker per step.
+      num_workers: Horovod processes (``hvd.size()``); worker_index: this one (``hvd.rank()``).
+      simulate_workers: workers simulated in this process (its batch holds their n each).
+      num_classes: needed for TFRecords without labels.txt; checked against the source.
+      seed: seed of the permutations and the augmentation.
+      start_epoch: the first epoch to yield (the epoch a resumed run restarts at).
+      epochs: one past the last epoch, ``fit``'s ``epochs``.
+      augment_off_epoch: from this epoch on, the eval preprocessing instead of augmentation
+        (``schedules.augmentation_off_epoch(epochs, E)``; None: always augment).
+      preprocessing: "imagenet", "cifar" or None (images as decoded, float32).
+      download: let TFDS download the dataset.
+      cache: decode every image once into memory (small datasets such as CIFAR-10).
+      synthetic_examples: N for generated data (default 1024).
+      steps_per_epoch: fewer global batches per epoch than N // kn (smoke runs); pass the
+        same value to ``fit``.
+
+    Returns:
+      ``(dataset, DatasetInfo)``; ``info.steps_per_epoch`` is ``fit``'s ``steps_per_epoch``.
+
+    Example:
+      >>> ds, info = train_dataset("folder", "/data/cifar10", image_size=32,
+      ...     per_worker_batch=32, simulate_workers=8, epochs=90, preprocessing="cifar")
+      >>> model.fit(ds, epochs=90, steps_per_epoch=info.steps_per_epoch)
     """
     _check_layout(per_worker_batch, num_workers, worker_index, simulate_workers)
     train_fn, eval_fn = preprocess.get_preprocessing(preprocessing, image_size)
     src = _open(
         source, data_dir, "train", image_size, num_classes, download, cache, synthetic_examples
     )
-    batch_size = per_worker_batch * simulate_workers
-    global_batch = batch_size * num_workers
-    n = src.num_examples
-    steps = n // global_batch
-    if steps == 0:
-        raise DataError(f"{src.name}: {n} examples cannot fill one global batch of {global_batch}")
-    natural_steps = steps
-    if steps_per_epoch is not None:
-        if not 0 < steps_per_epoch <= steps:
-            raise DataError(
-                f"{src.name}: steps_per_epoch={steps_per_epoch} is not in [1, N // global batch "
-                f"= {n} // {global_batch} = {steps}]"
-            )
-        steps = steps_per_epoch
-    dropped = n - steps * global_batch
+    layout = batch_layout(src.num_examples, per_worker_batch, num_workers, simulate_workers,
+                          steps_per_epoch, src.name)
+    n, global_batch, batch_size = src.num_examples, layout.global_batch, layout.process_batch
+    steps = layout.steps_per_epoch
     if worker_index == 0:
-        logging.info(
-            "%s: %d examples, global batch %d, %d steps per epoch%s",
-            src.name,
-            n,
-            global_batch,
-            steps,
-            _left_out(n, global_batch, natural_steps, steps),
-        )
+        logging.info("%s: %s", src.name, layout.describe())
 
     def example(epoch, index):
         image, label = _load(src, index)
@@ -178,7 +173,8 @@ def train_dataset(
         global_batch,
         batch_size,
         steps_per_epoch=steps,
-        dropped_per_epoch=dropped,
+        dropped_per_epoch=layout.remainder + layout.skipped,
+        layout=layout,
     )
     return _finish(ds, batch_size), info
 
@@ -198,13 +194,26 @@ def eval_dataset(
     num_classes: int | None = None,
     synthetic_examples: int | None = None,
 ) -> tuple[tf.data.Dataset, DatasetInfo]:
-    """Evaluation batches ``(images, labels, sample_weight float32)`` of this worker.
+    """Evaluation batches of this worker, each validation image exactly once over all workers.
 
-    Every worker yields ``info.steps`` batches; over all workers each validation image appears
-    exactly once with weight 1.0, and the padding up to a multiple of the global batch has weight
-    0.0 (pass the weights to metrics, or sum them to count). No shuffling, no augmentation.
-    ``num_classes`` is needed for TFRecords without labels.txt (see
-    :mod:`~tf_largebatch.data.sources` for the synthetic defaults).
+    Yields ``(images, labels, sample_weight float32)``: every worker yields ``info.steps``
+    batches; the padding up to a multiple of the global batch has weight 0.0 and the real
+    images 1.0, so compile metrics as ``weighted_metrics`` (plain ``metrics`` ignore the
+    weight) or sum the weights to count. No shuffling, no augmentation.
+
+    Args:
+      source, data_dir, image_size, per_worker_batch, num_workers, worker_index,
+      simulate_workers, preprocessing, download, cache, num_classes: as in ``train_dataset``.
+      synthetic_examples: N for generated data (default 256).
+
+    Returns:
+      ``(dataset, DatasetInfo)``; ``info.steps`` is ``fit``'s / ``evaluate``'s
+      ``validation_steps`` / ``steps``.
+
+    Example:
+      >>> val, info = eval_dataset("folder", "/data/cifar10", image_size=32,
+      ...     per_worker_batch=32, simulate_workers=8, preprocessing="cifar")
+      >>> model.fit(ds, ..., validation_data=val, validation_steps=info.steps)
     """
     _check_layout(per_worker_batch, num_workers, worker_index, simulate_workers)
     _, eval_fn = preprocess.get_preprocessing(preprocessing, image_size)

@@ -35,14 +35,12 @@ def train_indices(
     seed: int,
     start_epoch: int,
     epochs: int,
-    steps: int | None = None,
+    steps: int,
 ) -> tf.data.Dataset:
     """Dataset of ``(epoch, index)`` int64 pairs this worker reads for epochs
-    ``start_epoch .. epochs-1``: ``steps * G / num_workers`` per epoch (``steps`` defaults to, and
-    may not exceed, ``N // G``; a smaller value uses the first ``steps * G`` of ``P_e``)."""
-    steps = num_examples // global_batch if steps is None else steps
-    if not 0 < steps <= num_examples // global_batch:
-        raise ValueError(f"steps={steps} not in [1, N // G = {num_examples // global_batch}]")
+    ``start_epoch .. epochs-1``: ``steps * G / num_workers`` per epoch, from the first
+    ``steps * G`` of ``P_e`` (``steps`` ≤ N // G, as
+    :func:`tf_largebatch.data.layout.batch_layout` checks)."""
 
     def one_epoch(epoch):
         used = epoch_permutation(num_examples, seed, epoch)[: steps * global_batch]

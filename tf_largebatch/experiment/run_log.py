@@ -95,16 +95,12 @@ class GlobalMetrics(keras.callbacks.Callback):
     val_loss is the weighted cross-entropy (Keras's own val_loss counts padding).
     """
 
-    def __init__(self, train_images_per_epoch, val_images_on_worker, average=None):
-        """`average(value, count)` is the cross-worker mean; the default is Horovod's
-        `distributed.weighted_mean` (imported here, so one process needs no Horovod)."""
+    def __init__(self, train_images_per_epoch, val_images_on_worker, average):
+        """`average(value, count)` is the cross-worker mean: `distributed.weighted_mean`
+        under Horovod, `lambda value, count: float(value)` in one process."""
         super().__init__()
         self.train_count = train_images_per_epoch
         self.val_count = val_images_on_worker
-        if average is None:
-            from tf_largebatch import distributed
-
-            average = distributed.weighted_mean
         self.average = average
 
     def on_epoch_end(self, epoch, logs=None):

@@ -1,0 +1,73 @@
+"""The package's layers, checked on every import statement (function-level ones included):
+
+    recipe (schedules, optimizers, models, layers, callbacks) and data
+      → experiment core (tf_largebatch/experiment/)
+        → trainers (train: Horovod/TensorFlow; portable_train: one device, any backend)
+          → CLIs (curves, plan, install_check)
+
+An arrow only points down the list; `distributed` (the Horovod bridge) is used by the
+Horovod trainer only, so the core and the portable trainer stay free of Horovod."""
+
+import ast
+
+import pytest
+from helpers import ROOT
+
+PACKAGE = ROOT / "tf_largebatch"
+RECIPE = ["schedules", "optimizers", "models", "layers", "callbacks"]
+TRAINERS = ["train", "portable_train"]
+CLIS = ["curves", "plan", "install_check"]
+
+
+def imports_of(path):
+    """Every tf_largebatch module `path` imports, at any depth of the file."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            found.add(node.module)
+            found |= {f"{node.module}.{a.name}" for a in node.names}
+    return {name.removeprefix("tf_largebatch.") for name in found
+            if name.startswith("tf_largebatch.")}
+
+
+def top(name):
+    """'experiment.runner' → 'experiment'; 'data.layout' → 'data'; 'callbacks' → 'callbacks'."""
+    return name.split(".")[0]
+
+
+@pytest.mark.parametrize("module", RECIPE)
+def test_recipe_modules_import_only_the_recipe(module):
+    tops = {top(name) for name in imports_of(PACKAGE / f"{module}.py")}
+    assert tops <= set(RECIPE), tops
+
+
+def test_the_experiment_core_sits_below_the_trainers_and_clis():
+    for path in sorted((PACKAGE / "experiment").glob("*.py")):
+        tops = {top(name) for name in imports_of(path)}
+        assert not tops & {*TRAINERS, *CLIS, "distributed"}, (path.name, tops)
+
+
+def test_the_data_package_does_not_reach_up():
+    for path in sorted((PACKAGE / "data").glob("*.py")):
+        tops = {top(name) for name in imports_of(path)}
+        assert tops <= {"data"}, (path.name, tops)
+
+
+def test_the_portable_trainer_stands_beside_the_horovod_one_not_on_it():
+    tops = {top(name) for name in imports_of(PACKAGE / "portable_train.py")}
+    assert "train" not in tops and "distributed" not in tops, tops
+
+
+def test_the_curves_cli_is_not_imported_by_anything_but_tests():
+    for path in sorted(PACKAGE.rglob("*.py")):
+        if path.name != "curves.py":
+            assert "curves" not in imports_of(path), path
+
+
+@pytest.mark.parametrize("trainer", TRAINERS)
+def test_trainer_files_are_short(trainer):
+    # What differs between trainers only: the shared run is experiment.runner.
+    lines = (PACKAGE / f"{trainer}.py").read_text().count("\n")
+    assert lines < 150, lines

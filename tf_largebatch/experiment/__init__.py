@@ -1,0 +1,15 @@
+"""The experiment core shared by both trainers; backend-neutral.
+
+- `flags`: every trainer flag and its validator; `trainer_flag_values()` for flags.json.
+- `builders`: flags → model (from the `MODELS` registry), schedule, optimizer, loss, metrics.
+- `runner`: one run from flags, `run_experiment(backend)`: batch layout, resume policy,
+  callbacks, `fit`; a trainer is a `runner.Backend` with what differs.
+- `checkpointing`: per-epoch checkpoints with their run.json (TensorFlow's, or Keras
+  .weights.h5 files for backends without TensorFlow).
+- `run_log`: metrics.jsonl/steps.jsonl, metrics averaged over workers, the end-of-run summary.
+- `runs`, `curve_check`, `callbacks`: reading run folders, the paper's early check, and the
+  same check as a Keras callback (`EarlyCurveCheck`).
+
+The batch layout itself (k, kn, steps per epoch, what an epoch leaves out) is
+`tf_largebatch.data.layout`, which the input pipelines use too.
+"""

@@ -1,0 +1,242 @@
+"""One training run from flags, the same for every trainer: `run_experiment(backend)`.
+
+The trainers (`tf_largebatch.train` with Horovod and TensorFlow, `tf_largebatch.portable_train`
+on one device with any Keras backend) differ only in what a `Backend` provides: how the
+workers are started, where the data comes from, how gradients and metrics are averaged, how
+checkpoints are written. Everything else is here, once:
+
+    flags → batch layout → schedule, model, optimizer → resume point → data → callbacks → fit
+"""
+
+import dataclasses
+import json
+import os
+import sys
+
+from absl import logging
+
+from tf_largebatch.experiment import builders
+from tf_largebatch.experiment.flags import FLAGS, trainer_flag_values
+
+
+class TrainError(RuntimeError):
+    """A problem the user must fix, reported without a traceback."""
+
+
+@dataclasses.dataclass
+class Run:
+    """What `run_experiment()` leaves behind."""
+
+    log_dir: str
+    checkpoint_dir: str
+    rank: int
+    is_chief: bool
+    model: object  # keras.Model
+    layout: object  # data.layout.BatchLayout
+
+
+@dataclasses.dataclass
+class TrainingSet:
+    """What a backend reports after opening the training data."""
+
+    num_examples: int
+    num_classes: int
+    name: str
+
+
+class Backend:
+    """The parts of a run that differ between trainers; subclasses override these hooks.
+
+    `start()` runs first and sets `processes`, `rank` and `is_chief`.
+    """
+
+    name = "base"
+    processes, rank, is_chief = 1, 0, True
+
+    def start(self):
+        """Starts the workers (Horovod) or checks that the flags suit this trainer."""
+
+    def open_training_set(self, image_size) -> TrainingSet:
+        raise NotImplementedError
+
+    def train_data(self, layout, start_epoch, augment_off_epoch):
+        """The `x` of `fit`: batches of this process for epochs start_epoch .. --epochs-1."""
+        raise NotImplementedError
+
+    def validation(self, layout):
+        """(the validation arguments of `fit`, real validation images on this process)."""
+        raise NotImplementedError
+
+    def wrap_optimizer(self, optimizer):
+        """The optimizer `fit` uses (e.g. one that averages gradients across workers)."""
+        return optimizer
+
+    def jit_compile(self):
+        return FLAGS.xla
+
+    def checkpointer(self, directory, model):
+        raise NotImplementedError
+
+    def average(self, value, count):
+        """Mean of a metric across workers, weighted by each worker's count."""
+        return float(value)
+
+    def first_callbacks(self):
+        """Callbacks that run before the recipe's (e.g. the initial broadcast)."""
+        return []
+
+    def chief_callbacks(self, log_dir):
+        """Extra callbacks of the chief worker (e.g. TensorBoard)."""
+        return []
+
+    def facts(self):
+        """Extra entries for flags.json."""
+        return {}
+
+
+def resume_point(checkpointer, layout, optimizer, checkpoint_dir):
+    """The epoch to start from, by one policy for every trainer.
+
+    A fresh run refuses a --checkpoint_dir that already holds checkpoints. A resumed run
+    continues after the latest checkpoint; if k·n or the steps per epoch changed (a job
+    restarted on another number of workers), the rate follows the linear rule for the new
+    global batch and the global step restarts at epoch × the new steps per epoch, with a
+    warning saying so.
+    """
+    if not FLAGS.resume:
+        if checkpointer.latest is not None:
+            raise TrainError(f"{checkpoint_dir} already holds checkpoints ({checkpointer.latest})."
+                             " Pass --resume to continue that run, or choose another "
+                             "--checkpoint_dir/--log_dir; nothing was overwritten.")
+        return 0
+    state = checkpointer.restore()
+    epoch = state["epoch"]
+    if (state["global_batch"], state["steps_per_epoch"]) != (layout.global_batch,
+                                                              layout.steps_per_epoch):
+        logging.warning(
+            "Resuming a run of k·n = %d×%d with %d steps per epoch as k·n = %d×%d with %d: the "
+            "rate follows the linear rule for the new global batch and the step count restarts "
+            "at epoch %d.", state["workers"], state["per_worker_batch"], state["steps_per_epoch"],
+            layout.workers, layout.per_worker_batch, layout.steps_per_epoch, epoch)
+        optimizer.iterations.assign(epoch * layout.steps_per_epoch)
+    if epoch >= FLAGS.epochs:
+        raise TrainError(f"the checkpoint is at epoch {epoch}, not before --epochs="
+                         f"{FLAGS.epochs}: raise --epochs to train further.")
+    return epoch
+
+
+def run_experiment(backend):
+    """Builds everything from FLAGS with `backend` and runs `fit`; returns a `Run`."""
+    import keras
+
+    from tf_largebatch import callbacks, schedules
+    from tf_largebatch.data.layout import batch_layout
+    from tf_largebatch.experiment import checkpointing, run_log
+    from tf_largebatch.experiment.callbacks import EarlyCurveCheck
+
+    backend.start()
+    n = FLAGS.per_worker_batch
+    image_size = builders.image_size()
+    checkpoint_dir = FLAGS.checkpoint_dir or os.path.join(FLAGS.log_dir, "checkpoints")
+    keras.utils.set_random_seed(FLAGS.seed)
+
+    training_set = backend.open_training_set(image_size)
+    layout = batch_layout(training_set.num_examples, n, backend.processes,
+                          FLAGS.simulate_workers, FLAGS.steps_per_epoch, training_set.name)
+    schedule = builders.build_schedule(n, layout.workers, layout.steps_per_epoch)
+    model = builders.build_model(training_set.num_classes, image_size,
+                                 n if FLAGS.simulate_workers > 1 else None)
+    optimizer = builders.build_optimizer(schedule, layout.steps_per_epoch)
+    if FLAGS.mixed_precision == "mixed_float16":
+        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+    optimizer = backend.wrap_optimizer(optimizer)
+    model.compile(optimizer=optimizer, loss=builders.build_loss(),
+                  weighted_metrics=builders.build_metrics(), jit_compile=backend.jit_compile())
+    optimizer.build(model.trainable_variables)
+
+    run_facts = dict(workers=layout.workers, processes=layout.processes, per_worker_batch=n,
+                     global_batch=layout.global_batch, steps_per_epoch=layout.steps_per_epoch)
+    checkpointer = backend.checkpointer(checkpoint_dir, model)
+    initial_epoch = resume_point(checkpointer, layout, optimizer, checkpoint_dir)
+
+    augment_off_epoch = schedules.augmentation_off_epoch(FLAGS.epochs, FLAGS.augment_off_epochs)
+    train_data = backend.train_data(layout, initial_epoch, augment_off_epoch)
+    validation, val_images = backend.validation(layout)
+
+    cbs = [
+        *backend.first_callbacks(),
+        callbacks.StopOnNonFiniteLoss(checkpoint_dir if backend.is_chief else None),
+        run_log.GlobalMetrics(layout.steps_per_epoch * layout.process_batch, val_images,
+                              backend.average),
+    ]
+    if FLAGS.reference_run:  # after GlobalMetrics: every worker sees the same averaged error
+        warmup_epochs = 0.0 if FLAGS.warmup == "none" else FLAGS.warmup_epochs
+        cbs.append(EarlyCurveCheck(FLAGS.reference_run, FLAGS.check_fraction,
+                                   FLAGS.check_tolerance, warmup_epochs=warmup_epochs))
+    if backend.is_chief:
+        os.makedirs(FLAGS.log_dir, exist_ok=True)
+        with open(os.path.join(FLAGS.log_dir, "flags.json"), "w") as f:
+            json.dump(dict(trainer_flag_values(), **run_facts, peak_lr=schedule.peak_lr,
+                           trainer=backend.name, **backend.facts(),
+                           commit=run_log.source_commit()), f, indent=1, default=str)
+        cbs += [
+            run_log.RunLogger(FLAGS.log_dir, schedule, layout.global_batch, FLAGS.log_every_step),
+            *backend.chief_callbacks(FLAGS.log_dir),
+            checkpointing.SaveCheckpoint(checkpointer, run_facts),
+        ]
+        logging.info("k = %d workers (%d processes × %d simulated), n = %d, kn = %d, η̂ = %.4g, "
+                     "%d steps/epoch; %s.", layout.workers, layout.processes,
+                     FLAGS.simulate_workers, n, layout.global_batch, schedule.peak_lr,
+                     layout.steps_per_epoch, backend.name)
+    model.fit(
+        train_data,
+        epochs=FLAGS.epochs,
+        initial_epoch=initial_epoch,
+        steps_per_epoch=layout.steps_per_epoch,
+        **(validation if FLAGS.eval_every else {}),
+        validation_freq=FLAGS.eval_every or 1,
+        callbacks=cbs,
+        shuffle=False,  # the data order is the data rule, fixed by (seed, epoch)
+        verbose=(1 if sys.stdout.isatty() else 2) if backend.is_chief else 0,
+    )
+    return Run(FLAGS.log_dir, checkpoint_dir, backend.rank, backend.is_chief, model, layout)
+
+
+HELP_FLAGS = ("-h", "-?", "--help", "--helpshort", "--helpfull", "--helpxml")
+
+
+def run_cli(main):
+    """`absl.app.run(main)`, except that asking for help exits 0 (absl exits 1 after it)."""
+    from absl import app
+
+    try:
+        app.run(main)
+    except SystemExit as exit_:
+        if exit_.code == 1 and any(arg in HELP_FLAGS for arg in sys.argv[1:]):
+            sys.exit(0)
+        raise
+
+
+def main(argv, backend):
+    """Runs `run_experiment(backend)`; a problem the user must fix exits 1 with its message."""
+    from absl import app
+
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    from tf_largebatch.callbacks import NonFiniteLossError
+    from tf_largebatch.data.errors import DataError
+    from tf_largebatch.experiment import run_log
+    from tf_largebatch.experiment.checkpointing import CheckpointError
+
+    try:
+        run = run_experiment(backend)
+    except (TrainError, CheckpointError, DataError, NonFiniteLossError) as err:
+        logging.error("%s", err)
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    if run.is_chief:
+        written = sorted(name for name in os.listdir(run.log_dir) if name != "checkpoints")
+        print(f"Logs in {os.path.abspath(run.log_dir)} ({', '.join(written)}); checkpoints in "
+              f"{os.path.abspath(run.checkpoint_dir)}.")
+        print(run_log.summary(run.log_dir))
+    return 0
