@@ -119,7 +119,7 @@ class AugmentationSwitch(keras.callbacks.Callback):
         >>> model.fit(ds, epochs=90, callbacks=[switch])
     """
 
-    def __init__(self, total_epochs, final_epochs):
+    def __init__(self, total_epochs: int, final_epochs: int):
         super().__init__()
         self.off_from_epoch = augmentation_off_epoch(total_epochs, final_epochs)
         self.enabled = keras.Variable(True, dtype="bool", trainable=False, name="augment")
@@ -153,7 +153,7 @@ class StopOnNonFiniteLoss(keras.callbacks.TerminateOnNaN):
         ...                                     keras.callbacks.ModelCheckpoint(...)])
     """
 
-    def __init__(self, checkpoint_hint=None):
+    def __init__(self, checkpoint_hint: str | None = None):
         super().__init__()
         self.raise_error = True
         self.checkpoint_hint = checkpoint_hint

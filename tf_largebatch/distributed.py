@@ -34,7 +34,8 @@ class Context:
         return self.rank == 0
 
 
-def init(hierarchical_allreduce=False, fusion_threshold_mb=None, cycle_time_ms=None):
+def init(hierarchical_allreduce: bool = False, fusion_threshold_mb: float | None = None,
+         cycle_time_ms: float | None = None) -> Context:
     """Initialises Horovod (or a single process when not run by horovodrun).
 
     Horovod reads its tuning variables at `hvd.init()`, so they are set here first.
@@ -88,7 +89,8 @@ class _AllreduceGradients:
         return super().apply(grads, trainable_variables)
 
 
-def distributed_optimizer(optimizer, compression="none"):
+def distributed_optimizer(optimizer: keras.optimizers.Optimizer,
+                          compression: str = "none") -> keras.optimizers.Optimizer:
     """Makes `optimizer` average its gradients across the Horovod workers.
 
     The object keeps its state, config and variables; its class becomes a
@@ -116,7 +118,7 @@ def _broadcast(variables, root_rank):
         variable.assign(hvd.broadcast(tf.convert_to_tensor(variable), root_rank, name=f"bcast{i}"))
 
 
-def broadcast_model_and_optimizer(model, root_rank=0):
+def broadcast_model_and_optimizer(model: keras.Model, root_rank: int = 0) -> None:
     """Copies rank `root_rank`'s weights and optimizer state to every worker."""
     if hvd.size() > 1:
         _broadcast(model.variables + list(model.optimizer.variables), root_rank)
@@ -137,7 +139,7 @@ class BroadcastInitialState(keras.callbacks.Callback):
         broadcast_model_and_optimizer(self.model, self.root_rank)
 
 
-def batch_norm_statistics(model):
+def batch_norm_statistics(model: keras.Model) -> list:
     """The moving means and variances of every BatchNormalization layer in `model`."""
     return [
         v
@@ -147,7 +149,7 @@ def batch_norm_statistics(model):
     ]
 
 
-def average_batch_norm_statistics(model):
+def average_batch_norm_statistics(model: keras.Model) -> None:
     """Replaces each worker's BN moving statistics by their average over workers."""
     stats = batch_norm_statistics(model)
     if hvd.size() > 1 and stats:
@@ -170,7 +172,7 @@ class AverageBatchNormStatistics(keras.callbacks.Callback):
         average_batch_norm_statistics(self.model)
 
 
-def weighted_mean(value, count):
+def weighted_mean(value: float, count: int) -> float:
     """Σ_r value_r·count_r / Σ_r count_r over the workers (a mean of means is wrong
     when the workers' counts differ, as in evaluation with padding)."""
     if hvd.size() == 1:

@@ -114,17 +114,17 @@ class _ResNetBuilder:
 
 
 def resnet(
-    depth=50,
-    version="1.5",
-    zero_gamma=True,
-    num_classes=1000,
-    input_shape=(224, 224, 3),
-    bn_momentum=0.9,
-    bn_epsilon=1e-5,
-    virtual_batch_size=None,
-    dtype_policy=None,
-    name=None,
-):
+    depth: int = 50,
+    version: str = "1.5",
+    zero_gamma: bool = True,
+    num_classes: int = 1000,
+    input_shape: tuple[int, int, int] = (224, 224, 3),
+    bn_momentum: float = 0.9,
+    bn_epsilon: float = 1e-5,
+    virtual_batch_size: int | None = None,
+    dtype_policy: str | None = None,
+    name: str | None = None,
+) -> keras.Model:
     """ImageNet ResNet-18/34/50/101/152 with torchvision's layout.
 
     Stem: 7x7/2 conv, BN, ReLU, 3x3/2 max-pool; four stages of 64/128/256/512 filters
@@ -181,16 +181,16 @@ def resnet(
 
 
 def cifar_resnet(
-    depth=20,
-    num_classes=10,
-    input_shape=(32, 32, 3),
-    zero_gamma=True,
-    bn_momentum=0.9,
-    bn_epsilon=1e-5,
-    virtual_batch_size=None,
-    dtype_policy=None,
-    name=None,
-):
+    depth: int = 20,
+    num_classes: int = 10,
+    input_shape: tuple[int, int, int] = (32, 32, 3),
+    zero_gamma: bool = True,
+    bn_momentum: float = 0.9,
+    bn_epsilon: float = 1e-5,
+    virtual_batch_size: int | None = None,
+    dtype_policy: str | None = None,
+    name: str | None = None,
+) -> keras.Model:
     """CIFAR ResNet of He et al. 2016 (§4.2): depth 6n+2, e.g. 20, 32, 44, 56, 110.
 
     3x3 conv with 16 filters, BN, ReLU; three stages of n basic blocks with 16/32/64 filters,

@@ -20,7 +20,8 @@ WARMUPS = ("gradual", "constant", "none")
 DECAYS = ("step", "poly", "linear", "cosine", "constant")
 
 
-def scaled_learning_rate(batch_size, base_lr=0.1, base_batch=256, rule="linear"):
+def scaled_learning_rate(batch_size: int, base_lr: float = 0.1, base_batch: int = 256,
+                         rule: str = "linear") -> float:
     """The rate for a minibatch of `batch_size` = kn (Goyal et al. §2.1).
 
     linear: η̂ = η_ref · kn / B_ref    (the paper's rule)
@@ -165,14 +166,14 @@ class WarmupDecay(keras.optimizers.schedules.LearningRateSchedule):
 
 
 def goyal_schedule(
-    per_worker_batch,
-    workers,
-    steps_per_epoch,
-    base_lr=0.1,
-    base_batch=256,
-    rule="linear",
+    per_worker_batch: int,
+    workers: int,
+    steps_per_epoch: int,
+    base_lr: float = 0.1,
+    base_batch: int = 256,
+    rule: str = "linear",
     **kwargs,
-):
+) -> WarmupDecay:
     """The paper's schedule for k = `workers` workers of n = `per_worker_batch` images.
 
     η̂ = scaled_learning_rate(kn); warmup starts at the single-worker rate
@@ -201,7 +202,7 @@ def goyal_schedule(
     return WarmupDecay(peak, steps_per_epoch, **kwargs)
 
 
-def augmentation_off_epoch(total_epochs, final_epochs):
+def augmentation_off_epoch(total_epochs: int, final_epochs: int) -> int | None:
     """The first (0-based) epoch without augmentation when the last `final_epochs` of
     `total_epochs` epochs go without it (Codreanu et al.); None when `final_epochs` is 0.
     Epoch e is augmented iff the result is None or e < it.

@@ -13,16 +13,16 @@ MODELS = {
 }
 
 
-def is_cifar_model():
+def is_cifar_model() -> bool:
     return MODELS[FLAGS.model][0] == "cifar_resnet"
 
 
-def image_size():
+def image_size() -> int:
     """--image_size, else 32 for CIFAR ResNets and 224 for ImageNet ones."""
     return FLAGS.image_size or (32 if is_cifar_model() else 224)
 
 
-def build_model(num_classes, image_size, virtual_batch_size):
+def build_model(num_classes: int, image_size: int, virtual_batch_size: int | None):
     """The --model network; BN statistics over groups of `virtual_batch_size` (None: the
     whole batch)."""
     from tf_largebatch import models
@@ -37,7 +37,7 @@ def build_model(num_classes, image_size, virtual_batch_size):
     return getattr(models, builder)(depth, **common)
 
 
-def build_schedule(n, workers, steps_per_epoch):
+def build_schedule(n: int, workers: int, steps_per_epoch: int):
     """`schedules.goyal_schedule` for k = `workers` of n, from the schedule flags."""
     from tf_largebatch import schedules
 
@@ -49,7 +49,7 @@ def build_schedule(n, workers, steps_per_epoch):
         power=FLAGS.power, end_lr=FLAGS.end_lr, decay_start_epoch=FLAGS.decay_start_epoch)
 
 
-def build_optimizer(schedule, steps_per_epoch):
+def build_optimizer(schedule, steps_per_epoch: int):
     """`optimizers.MomentumSGD` or `LARS` with the rate `schedule` and the decay flags."""
     from tf_largebatch import optimizers, schedules
 

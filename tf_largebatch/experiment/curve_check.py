@@ -29,7 +29,8 @@ def training_gap(reference, run):
     return sum(diffs) / len(diffs) if diffs else None
 
 
-def check_window(reference_epochs, fraction, warmup_epochs):
+def check_window(reference_epochs: int, fraction: float,
+                 warmup_epochs: float) -> tuple[int, int]:
     """(first, last) epochs the early check covers: warmup < e ≤ fraction·reference_epochs."""
     if not 0 < fraction <= 1:
         raise ValueError(f"the check fraction must be in (0, 1], got {fraction}")

@@ -137,7 +137,7 @@ flags.register_validator("dataset", _validate_dataset,
                          "--dataset must be synthetic, shapes, folder, tfrecord or tfds:<name>")
 
 
-def trainer_flag_values():
+def trainer_flag_values() -> dict:
     """{name: value} of the trainer's own flags (and absl's --log_dir, which names the run's
     folder), in the order they are defined."""
     own = [f.name for f in FLAGS.get_flags_for_module(sys.modules[__name__])]

@@ -16,7 +16,7 @@ import keras
 from keras import ops
 
 
-def source_commit():
+def source_commit() -> str | None:
     """The git commit the package was loaded from ('<sha>-dirty' with uncommitted changes),
     recorded in flags.json so that every run names the code it ran; None outside a git
     checkout (an installed wheel)."""
@@ -34,7 +34,7 @@ def source_commit():
     return sha + ("-dirty" if dirty else "")
 
 
-def read_jsonl(path):
+def read_jsonl(path: str) -> list[dict]:
     with open(path) as f:
         return [json.loads(line) for line in f if line.strip()]
 
@@ -51,7 +51,7 @@ def _percent(value):
     return "–" if value is None else f"{100 * value:.1f}%"
 
 
-def summary(log_dir):
+def summary(log_dir: str) -> str:
     """What a finished run did, in a few lines, from its metrics.jsonl and flags.json: training
     and validation error of the first and last epoch, k, n, kn, η̂, images/s (mean over the
     epochs after the first, which includes compilation), and the command that draws its curves.

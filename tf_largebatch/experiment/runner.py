@@ -125,7 +125,7 @@ def resume_point(checkpointer, layout, optimizer, checkpoint_dir):
     return epoch
 
 
-def run_experiment(backend):
+def run_experiment(backend: Backend) -> Run:
     """Builds everything from FLAGS with `backend` and runs `fit`; returns a `Run`."""
     import keras
 
@@ -217,7 +217,7 @@ def run_cli(main):
         raise
 
 
-def main(argv, backend):
+def main(argv: list[str], backend: Backend) -> int:
     """Runs `run_experiment(backend)`; a problem the user must fix exits 1 with its message."""
     from absl import app
 

@@ -18,7 +18,7 @@ class RunDirError(ValueError):
     """A path that is not a readable tf_largebatch.train run directory."""
 
 
-def read_metrics(path):
+def read_metrics(path: str) -> list[dict]:
     """Parses a metrics.jsonl; errors name the file and the 1-based line number."""
     records = []
     with open(path) as f:
@@ -66,7 +66,7 @@ class Run:
         return run_label(self.flags, os.path.basename(os.path.normpath(self.path)))
 
 
-def load_run(path):
+def load_run(path: str) -> Run:
     """Reads RUN_DIR/metrics.jsonl and RUN_DIR/flags.json; raises RunDirError."""
     hint = "pass the --log_dir of a tf_largebatch.train run"
     if not os.path.isdir(path):
@@ -89,7 +89,7 @@ def load_run(path):
     return Run(path=path, flags=flags, records=records)
 
 
-def run_label(flags, fallback):
+def run_label(flags: dict, fallback: str) -> str:
     """'kn=8192, gradual warmup' / 'kn=256, no warmup' / '… + LARS' / '…, 2 processes' from
     flags.json (processes: real Horovod processes, when more than one)."""
     if "global_batch" not in flags:
@@ -114,7 +114,7 @@ def unique_labels(runs):
             if labels.count(label) > 1 else label for label, r in zip(labels, runs, strict=True)]
 
 
-def final_val_error(run):
+def final_val_error(run: Run) -> float:
     """The last logged validation top-1 error (a fraction); RunDirError if there is none."""
     val = run.curve("val_top1_error")
     if not val:
