@@ -164,7 +164,7 @@ def test_resume_and_fresh_start_refuse_what_would_lose_work(tmp_path):
     result = run_single([*args, "--resume"], check=False)
     assert result.returncode == 1 and "raise --epochs to train further" in result.stderr
     result = run_single([*args, "--epochs=3", "--resume", "--model=cifar_resnet14"], check=False)
-    assert result.returncode == 1 and "does not fit this model" in result.stderr
+    assert result.returncode == 1 and "Resume with the run's own --model" in result.stderr
 
 
 def test_resume_with_fewer_workers_warns_and_rescales_the_rate(tmp_path):

@@ -14,7 +14,8 @@ Which one to use in your own `fit`:
 - augmentation off at the end: with the package's pipelines, pass
   `augment_off_epoch=schedules.augmentation_off_epoch(T, E)` to `data.train_dataset`;
   with your own pipeline, read `AugmentationSwitch(T, E).enabled` in it;
-- divergence: `StopOnNonFiniteLoss`.
+- divergence: `StopOnNonFiniteLoss` (in the batch) and `StopOnDivergence` (at the epoch's
+  end: exploding or non-finite training or validation loss), before any checkpoint callback.
 """
 
 import math
@@ -132,8 +133,18 @@ class AugmentationSwitch(keras.callbacks.Callback):
         self.enabled.assign(self.augment_at(epoch))
 
 
-class NonFiniteLossError(RuntimeError):
+class DivergenceError(RuntimeError):
+    """Training diverged; nothing of the diverged state was saved."""
+
+
+class NonFiniteLossError(DivergenceError):
     """Training produced a NaN or infinite loss."""
+
+
+_ADVICE = ("Large minibatches diverge without warmup: use gradual warmup "
+           "(schedules.WarmupDecay(warmup=\"gradual\"); the trainer's --warmup=gradual), more "
+           "warmup epochs (warmup_epochs; --warmup_epochs), or a lower reference rate (base_lr; "
+           "--base_lr).")
 
 
 class StopOnNonFiniteLoss(keras.callbacks.TerminateOnNaN):
@@ -167,8 +178,56 @@ class StopOnNonFiniteLoss(keras.callbacks.TerminateOnNaN):
             self.checkpoint_hint) else ""
         raise NonFiniteLossError(
             f"loss became {loss} at global step {_global_step(self.model)} (learning rate "
-            f"{rate:.6g}); training stopped.{where} Large minibatches diverge without "
-            "warmup: use gradual warmup (schedules.WarmupDecay(warmup=\"gradual\"); the "
-            "trainer's --warmup=gradual), more warmup epochs (warmup_epochs; "
-            "--warmup_epochs), or a lower reference rate (base_lr; --base_lr)."
+            f"{rate:.6g}); training stopped.{where} {_ADVICE}"
         )
+
+
+class StopOnDivergence(keras.callbacks.Callback):
+    """Stops at the end of an epoch whose losses show divergence, before it is saved.
+
+    Raises `DivergenceError` in `on_epoch_end` when the epoch's training loss is not finite or
+    exceeds `factor` × the first epoch's, or its validation loss is not finite. Put it before
+    the checkpoint callback (and, under Horovod, after the metrics are averaged, so every
+    worker stops at the same epoch): the diverged weights are then never written, and the last
+    good checkpoint is never rotated away by a diverged one. A finite but exploding loss
+    (8.8e15 with a rate 1e5 too high) passes `StopOnNonFiniteLoss`; it does not pass this.
+
+    Args:
+        factor: the largest allowed ratio of an epoch's training loss to the first epoch's;
+            0 checks for non-finite losses only.
+        reference_loss: the first epoch's training loss when resuming (None: taken from the
+            first epoch this callback sees).
+        checkpoint_hint: where the last good checkpoint is, for the message (optional).
+
+    Example:
+        >>> model.fit(ds, epochs=90, validation_data=val,
+        ...           callbacks=[StopOnDivergence(), keras.callbacks.ModelCheckpoint(...)])
+    """
+
+    def __init__(self, factor: float = 10.0, reference_loss: float | None = None,
+                 checkpoint_hint: str | None = None):
+        super().__init__()
+        self.factor = factor
+        self.reference_loss = reference_loss
+        self.checkpoint_hint = checkpoint_hint
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        loss, val_loss = logs.get("loss"), logs.get("val_loss")
+        problem = None
+        if loss is not None and not math.isfinite(float(loss)):
+            problem = f"the training loss is {loss}"
+        elif val_loss is not None and not math.isfinite(float(val_loss)):
+            problem = f"the validation loss is {val_loss}"
+        elif loss is not None and self.reference_loss is not None and self.factor and (
+                float(loss) > self.factor * self.reference_loss):
+            problem = (f"the training loss {float(loss):.4g} is more than {self.factor:g}× the "
+                       f"first epoch's {self.reference_loss:.4g}")
+        if problem is None:
+            if self.reference_loss is None and loss is not None:
+                self.reference_loss = float(loss)
+            return
+        where = f" The last good checkpoint is kept in {self.checkpoint_hint}." if (
+            self.checkpoint_hint) else ""
+        raise DivergenceError(f"training diverged in epoch {epoch + 1}: {problem}; stopped "
+                              f"before saving it.{where} {_ADVICE}")

@@ -75,7 +75,8 @@ class PortableBackend(runner.Backend):
         if FLAGS.num_classes is not None and FLAGS.num_classes != len(classes):
             raise runner.TrainError(f"{FLAGS.data_dir} has {len(classes)} classes but "
                                     f"--num_classes={FLAGS.num_classes}.")
-        return runner.TrainingSet(len(self.train_x), len(classes), FLAGS.data_dir)
+        return runner.TrainingSet(len(self.train_x), len(classes), FLAGS.data_dir,
+                                  tuple(classes))
 
     def train_data(self, layout, start_epoch, augment_off_epoch):
         from tf_largebatch.data import arrays

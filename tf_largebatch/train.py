@@ -56,7 +56,8 @@ class HorovodBackend(runner.Backend):
                            preprocessing="cifar" if builders.is_cifar_model() else "imagenet",
                            cache=FLAGS.cache)
         train = self.sources["train"]
-        return runner.TrainingSet(train.num_examples, train.num_classes, train.name)
+        return runner.TrainingSet(train.num_examples, train.num_classes, train.name,
+                                  train.class_names)
 
     def train_data(self, layout, start_epoch, augment_off_epoch):
         from tf_largebatch import data

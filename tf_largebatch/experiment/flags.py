@@ -58,6 +58,8 @@ flags.DEFINE_float("final_weight_decay", None, "λ for the last --final_weight_d
                    "of training (Codreanu et al.: 2λ).")
 flags.DEFINE_float("final_weight_decay_fraction", 0.06, "Fraction of training with the final λ.")
 flags.DEFINE_float("trust_coefficient", 0.001, "LARS trust coefficient.")
+flags.DEFINE_float("divergence_factor", 10.0, "Stop (and save nothing) when an epoch's training "
+                   "loss exceeds this many times the first epoch's (0: only non-finite losses).")
 flags.DEFINE_float("label_smoothing", 0.0, "Label smoothing ε.")
 # Precision, distribution.
 flags.DEFINE_enum("mixed_precision", "none", ["none", "mixed_float16", "mixed_bfloat16"],
@@ -76,6 +78,8 @@ flags.DEFINE_integer("seed", 0, "Seed of initial weights, data order and augment
 flags.FLAGS.set_default("log_dir", "runs/latest")
 flags.DEFINE_string("checkpoint_dir", None, "Checkpoints (default <log_dir>/checkpoints).")
 flags.DEFINE_bool("resume", False, "Continue from the latest checkpoint in --checkpoint_dir.")
+flags.DEFINE_bool("overwrite", False, "Start afresh in folders that hold an earlier run (its "
+                  "files are moved into <log_dir>/replaced-<time>/, not deleted).")
 flags.DEFINE_bool("log_every_step", False, "Also write steps.jsonl (step, lr, loss).")
 flags.DEFINE_integer("keep_checkpoints", 3, "Checkpoints kept.")
 flags.DEFINE_string("reference_run", None, "A run's --log_dir: stop when this run's training "
@@ -96,6 +100,8 @@ flags.register_validator("label_smoothing", lambda v: 0 <= v < 1,
                          "--label_smoothing must be in [0, 1)")
 flags.register_validator("warmup_epochs", lambda v: v >= 0, "--warmup_epochs must be ≥ 0")
 flags.register_validator("eval_every", lambda v: v >= 0, "--eval_every must be ≥ 0")
+flags.register_validator("divergence_factor", lambda v: v == 0 or v > 1,
+                         "--divergence_factor must be 0 (off) or > 1")
 flags.register_validator("augment_off_epochs", lambda v: v >= 0,
                          "--augment_off_epochs must be ≥ 0")
 

@@ -3,8 +3,8 @@
 `metrics.jsonl`: one JSON object per epoch (epoch, step, lr, train_loss,
 train_top1_error, val_loss, val_top1_error, val_top5_error, images_per_sec,
 wall_s); `steps.jsonl` with --log_every_step: step, lr, loss. Files are
-appended to, so a resumed run continues them (lines of epochs that are run
-again after a resume are rewritten, the rest kept).
+appended to, so a resumed run continues them; lines past the checkpoint it
+resumes from are dropped first (by epoch and step), so each epoch appears once.
 """
 
 import json
@@ -35,16 +35,39 @@ def source_commit() -> str | None:
 
 
 def read_jsonl(path: str) -> list[dict]:
+    """The records of a .jsonl file; a last line cut short by a kill is left out."""
     with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
+        lines = [line for line in f if line.strip()]
+    records = []
+    for number, line in enumerate(lines):
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            if number < len(lines) - 1 or line.endswith("\n"):
+                raise
+    return records
 
 
-def _truncate_jsonl(path, key, first_value):
-    """Drops the lines whose `key` is ≥ `first_value` (they are about to be redone)."""
-    if os.path.exists(path):
-        kept = [r for r in read_jsonl(path) if r[key] < first_value]
-        with open(path, "w") as f:
-            f.writelines(json.dumps(r) + "\n" for r in kept)
+def _keep_jsonl(path, keep):
+    """Rewrites `path` with the records for which `keep(record)` holds, through a temporary
+    file that is fsynced and renamed (a kill leaves the old file or the new one, whole)."""
+    if not os.path.exists(path):
+        return
+    kept = [r for r in read_jsonl(path) if keep(r)]
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.writelines(json.dumps(r) + "\n" for r in kept)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _append_jsonl(path, record, sync):
+    with open(path, "a") as f:
+        f.write(json.dumps(record) + "\n")
+        if sync:
+            f.flush()
+            os.fsync(f.fileno())
 
 
 def _percent(value):
@@ -124,11 +147,17 @@ class GlobalMetrics(keras.callbacks.Callback):
 class RunLogger(keras.callbacks.Callback):
     """Writes metrics.jsonl (and steps.jsonl) in `log_dir`; chief worker only.
 
-    `schedule` gives the rate of global step t; `images_per_step` is k·n.
+    `schedule` gives the rate of global step t; `images_per_step` is k·n. A run resumed from
+    the checkpoint of epoch `initial_epoch` (global step `initial_step`) first drops the lines
+    that checkpoint does not cover (epoch > initial_epoch, step ≥ initial_step), so every
+    epoch is logged exactly once; then lines are only appended (each epoch's fsynced).
     """
 
-    def __init__(self, log_dir, schedule, images_per_step, log_every_step=False):
+    def __init__(self, log_dir, schedule, images_per_step, log_every_step=False,
+                 initial_epoch=0, initial_step=0):
         super().__init__()
+        self.initial_epoch = initial_epoch
+        self.initial_step = initial_step
         self.log_dir = log_dir
         self.schedule = schedule
         self.images_per_step = images_per_step
@@ -145,10 +174,8 @@ class RunLogger(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         os.makedirs(self.log_dir, exist_ok=True)
-        first_step = self._step()
-        _truncate_jsonl(self.steps_path, "step", first_step)
-        if os.path.exists(self.metrics_path):
-            _truncate_jsonl(self.metrics_path, "step", first_step + 1)
+        _keep_jsonl(self.steps_path, lambda r: r["step"] < self.initial_step)
+        _keep_jsonl(self.metrics_path, lambda r: r["epoch"] <= self.initial_epoch)
 
     def on_epoch_begin(self, epoch, logs=None):
         self.epoch_start = time.time()
@@ -164,8 +191,8 @@ class RunLogger(keras.callbacks.Callback):
         loss = (batch + 1) * mean - batch * self.previous_mean
         self.previous_mean = mean
         step = self._step() - 1
-        with open(self.steps_path, "a") as f:
-            f.write(json.dumps({"step": step, "lr": self._lr(step), "loss": loss}) + "\n")
+        _append_jsonl(self.steps_path, {"step": step, "lr": self._lr(step), "loss": loss},
+                      sync=False)
 
     def on_test_begin(self, logs=None):
         if self.train_seconds is None:
@@ -188,5 +215,7 @@ class RunLogger(keras.callbacks.Callback):
             / max(train_seconds, 1e-9),
             "wall_s": time.time() - self.start,
         }
-        with open(self.metrics_path, "a") as f:
-            f.write(json.dumps(record) + "\n")
+        _append_jsonl(self.metrics_path, record, sync=True)
+        if self.log_every_step and os.path.exists(self.steps_path):
+            with open(self.steps_path, "a") as f:
+                os.fsync(f.fileno())

@@ -15,7 +15,7 @@ import sys
 
 from absl import logging
 
-from tf_largebatch.experiment import builders
+from tf_largebatch.experiment import builders, run_folder
 from tf_largebatch.experiment.flags import FLAGS, trainer_flag_values
 
 
@@ -42,6 +42,7 @@ class TrainingSet:
     num_examples: int
     num_classes: int
     name: str
+    class_names: tuple | None = None
 
 
 class Backend:
@@ -94,21 +95,57 @@ class Backend:
         return {}
 
 
-def resume_point(checkpointer, layout, optimizer, checkpoint_dir):
-    """The epoch to start from, by one policy for every trainer.
+# Facts of a run that a resume must not change silently, and the flag that sets each.
+RESUME_MUST_MATCH = {
+    "model": "--model",
+    "base_lr": "--base_lr",
+    "base_batch": "--base_batch",
+    "train_examples": "--dataset/--data_dir (the training set's size)",
+    "num_classes": "--dataset/--data_dir (the class count)",
+    "class_names": "--dataset/--data_dir (the class names)",
+}
+
+
+def check_resume_facts(state, run_facts):
+    """Refuses to resume when the model, the reference rate or the data set differ from the
+    checkpoint's, naming the flag and the run's own value."""
+    for key, flag in RESUME_MUST_MATCH.items():
+        if key in state and key in run_facts and state[key] != run_facts[key]:
+            raise TrainError(
+                f"--resume: the checkpoint's run has {key} = {state[key]!r}, this one "
+                f"{run_facts[key]!r}. Resume with the run's own {flag} (its flags.json has them "
+                "all), or start a new run in another --log_dir; nothing was changed.")
+
+
+def resume_point(checkpointer, layout, optimizer, checkpoint_dir, run_facts):
+    """(epoch, step) to start from, by one policy for every trainer.
 
     A fresh run refuses a --checkpoint_dir that already holds checkpoints. A resumed run
-    continues after the latest checkpoint; if k·n or the steps per epoch changed (a job
-    restarted on another number of workers), the rate follows the linear rule for the new
-    global batch and the global step restarts at epoch × the new steps per epoch, with a
-    warning saying so.
+    continues after the newest committed checkpoint (run.json), skipping unreadable ones; a
+    folder whose run was killed before its first commit starts from the beginning, with a
+    warning. If k·n or the steps per epoch changed (a job restarted on another number of
+    workers), the rate follows the linear rule for the new global batch and the global step
+    restarts at epoch × the new steps per epoch, with a warning saying so. The model, the
+    reference rate and the data set must not change.
     """
+    committed = checkpointer.committed()
     if not FLAGS.resume:
-        if checkpointer.latest is not None:
-            raise TrainError(f"{checkpoint_dir} already holds checkpoints ({checkpointer.latest})."
-                             " Pass --resume to continue that run, or choose another "
-                             "--checkpoint_dir/--log_dir; nothing was overwritten.")
-        return 0
+        if committed is not None or checkpointer.latest is not None:
+            raise TrainError(f"{checkpoint_dir} already holds checkpoints "
+                             f"({checkpointer.latest or checkpointer.state_path}). Pass --resume "
+                             "to continue that run, or choose another --checkpoint_dir/--log_dir;"
+                             " nothing was overwritten.")
+        return 0, 0
+    if committed is None:
+        traces = checkpointer.latest or next((p for p in (
+            os.path.join(FLAGS.log_dir, "metrics.jsonl"), os.path.join(FLAGS.log_dir, "flags.json"))
+            if os.path.exists(p)), None)
+        if traces is None:
+            checkpointer.restore()  # raises: "--resume: no checkpoint in ..."
+        logging.warning("--resume: %s holds no committed checkpoint (the run stopped before its "
+                        "first one was complete): starting from the beginning.", checkpoint_dir)
+        return 0, 0
+    check_resume_facts(committed, run_facts)
     state = checkpointer.restore()
     epoch = state["epoch"]
     if (state["global_batch"], state["steps_per_epoch"]) != (layout.global_batch,
@@ -122,7 +159,32 @@ def resume_point(checkpointer, layout, optimizer, checkpoint_dir):
     if epoch >= FLAGS.epochs:
         raise TrainError(f"the checkpoint is at epoch {epoch}, not before --epochs="
                          f"{FLAGS.epochs}: raise --epochs to train further.")
-    return epoch
+    return epoch, state["step"]
+
+
+def check_writable(flag, directory):
+    """Creates `directory` and writes a probe file in it, so that a folder that cannot be
+    written fails now, naming the flag, instead of after an epoch of training."""
+    try:
+        os.makedirs(directory, exist_ok=True)
+        probe = os.path.join(directory, f".write-check-{os.getpid()}")
+        with open(probe, "w") as f:
+            f.write("ok")
+            f.flush()
+            os.fsync(f.fileno())
+        os.remove(probe)
+    except OSError as err:
+        raise TrainError(f"{flag}={directory} cannot be written ({err.strerror or err}): choose "
+                         "a folder this user can write, on a disk with free space.") from err
+
+
+def first_epoch_loss(log_dir):
+    """The first logged epoch's training loss of the run in `log_dir` (None if none)."""
+    from tf_largebatch.experiment import run_log
+
+    path = os.path.join(log_dir, "metrics.jsonl")
+    records = run_log.read_jsonl(path) if os.path.exists(path) else []
+    return records[0].get("train_loss") if records else None
 
 
 def run_experiment(backend: Backend) -> Run:
@@ -143,6 +205,17 @@ def run_experiment(backend: Backend) -> Run:
     training_set = backend.open_training_set(image_size)
     layout = batch_layout(training_set.num_examples, n, backend.processes,
                           FLAGS.simulate_workers, FLAGS.steps_per_epoch, training_set.name)
+    if backend.is_chief:
+        check_writable("--log_dir", FLAGS.log_dir)
+        check_writable("--checkpoint_dir", checkpoint_dir)
+        aside = run_folder.claim(FLAGS.log_dir, checkpoint_dir, FLAGS.resume, FLAGS.overwrite)
+        if aside:
+            logging.warning("--overwrite: the earlier run's logs and checkpoints were moved to "
+                            "%s.", aside)
+        names = list(training_set.class_names or ())
+        shown = f" ({', '.join(names[:5])}{', ...' if len(names) > 5 else ''})" if names else ""
+        logging.info("%s: %d classes%s, %d training images.", training_set.name,
+                     training_set.num_classes, shown, training_set.num_examples)
     schedule = builders.build_schedule(n, layout.workers, layout.steps_per_epoch)
     model = builders.build_model(training_set.num_classes, image_size,
                                  n if FLAGS.simulate_workers > 1 else None)
@@ -155,9 +228,15 @@ def run_experiment(backend: Backend) -> Run:
     optimizer.build(model.trainable_variables)
 
     run_facts = dict(workers=layout.workers, processes=layout.processes, per_worker_batch=n,
-                     global_batch=layout.global_batch, steps_per_epoch=layout.steps_per_epoch)
+                     global_batch=layout.global_batch, steps_per_epoch=layout.steps_per_epoch,
+                     model=FLAGS.model, base_lr=FLAGS.base_lr, base_batch=FLAGS.base_batch,
+                     train_examples=training_set.num_examples,
+                     num_classes=training_set.num_classes)
+    if training_set.class_names:
+        run_facts["class_names"] = list(training_set.class_names)
     checkpointer = backend.checkpointer(checkpoint_dir, model)
-    initial_epoch = resume_point(checkpointer, layout, optimizer, checkpoint_dir)
+    initial_epoch, initial_step = resume_point(checkpointer, layout, optimizer, checkpoint_dir,
+                                               run_facts)
 
     augment_off_epoch = schedules.augmentation_off_epoch(FLAGS.epochs, FLAGS.augment_off_epochs)
     train_data = backend.train_data(layout, initial_epoch, augment_off_epoch)
@@ -168,6 +247,11 @@ def run_experiment(backend: Backend) -> Run:
         callbacks.StopOnNonFiniteLoss(checkpoint_dir if backend.is_chief else None),
         run_log.GlobalMetrics(layout.steps_per_epoch * layout.process_batch, val_images,
                               backend.average),
+        # After GlobalMetrics (every worker sees the same averaged losses), before the
+        # checkpoint: a diverged epoch is never saved.
+        callbacks.StopOnDivergence(FLAGS.divergence_factor, first_epoch_loss(FLAGS.log_dir)
+                                   if initial_epoch else None,
+                                   checkpoint_dir if backend.is_chief else None),
     ]
     if FLAGS.reference_run:  # after GlobalMetrics: every worker sees the same averaged error
         warmup_epochs = 0.0 if FLAGS.warmup == "none" else FLAGS.warmup_epochs
@@ -180,7 +264,8 @@ def run_experiment(backend: Backend) -> Run:
                            trainer=backend.name, **backend.facts(),
                            commit=run_log.source_commit()), f, indent=1, default=str)
         cbs += [
-            run_log.RunLogger(FLAGS.log_dir, schedule, layout.global_batch, FLAGS.log_every_step),
+            run_log.RunLogger(FLAGS.log_dir, schedule, layout.global_batch, FLAGS.log_every_step,
+                              initial_epoch, initial_step),
             *backend.chief_callbacks(FLAGS.log_dir),
             checkpointing.SaveCheckpoint(checkpointer, run_facts),
         ]
@@ -223,14 +308,15 @@ def main(argv: list[str], backend: Backend) -> int:
 
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    from tf_largebatch.callbacks import NonFiniteLossError
+    from tf_largebatch.callbacks import DivergenceError
     from tf_largebatch.data.errors import DataError
     from tf_largebatch.experiment import run_log
     from tf_largebatch.experiment.checkpointing import CheckpointError
 
     try:
         run = run_experiment(backend)
-    except (TrainError, CheckpointError, DataError, NonFiniteLossError) as err:
+    except (TrainError, CheckpointError, DataError, DivergenceError,
+            run_folder.FolderInUseError) as err:
         logging.error("%s", err)
         print(f"error: {err}", file=sys.stderr)
         return 1
