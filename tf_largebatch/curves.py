@@ -308,7 +308,8 @@ def main(argv=None):
         except (RunDirError, ValueError) as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
-        print(f"\nFinal validation error vs kn (match: within {args.match_points:g} points of "
+        print(f"\nFinal validation error vs kn (match: within {args.match_points:g} "
+              f"point{'' if args.match_points == 1 else 's'} of "
               f"the baseline's mean). Figure: {args.error_vs_kn}\n{table}")
     if "FAIL" in verdicts:
         return 1
