@@ -5,10 +5,14 @@ methods that the Keras 3 trainer never calls (the allreduce would be skipped
 silently) and its callbacks use Keras 2 backend functions. This module does
 the same jobs with the ops of `horovod.tensorflow`, which work:
 
-- `init()`: Horovod settings from arguments, `hvd.init()`, one GPU per local rank.
+- `init()`: Horovod settings from arguments, `hvd.init()`, one GPU per local rank, and
+  the allreduce scheme: flat, Horovod's native hierarchical one (MPI + NCCL, GPUs,
+  several hosts), or the paper's three phases on Horovod process sets everywhere else.
 - `distributed_optimizer()`: averages gradients across the k workers before every
   update. Each worker's loss is its mean over n images, so the average over k is
-  the paper's 1/(kn) normalisation of the summed gradient.
+  the paper's 1/(kn) normalisation of the summed gradient. One allreduce op per
+  gradient inside the step's graph, so each starts as soon as backprop has produced its
+  gradient (overlap); Horovod's fusion buffer batches those that arrive together.
 - `BroadcastInitialState`, `AverageBatchNormStatistics`: Keras callbacks.
 - `weighted_mean()`: a metric averaged across workers by sample counts.
 """
@@ -27,70 +31,144 @@ class Context:
     rank: int
     size: int
     local_rank: int
-    hierarchical_allreduce: bool
+    hierarchical_allreduce: bool  # some hierarchical scheme is in effect
+    allreduce: str = "flat"  # "flat", "native hierarchical" or "process-set hierarchical"
 
     @property
     def is_chief(self):
         return self.rank == 0
 
 
+class ThreePhaseAllreduce:
+    """The paper's hierarchical allreduce on Horovod process sets, for any controller:
+
+        1. s_h = Σ_{r on host h} g_r          allreduce inside each host's process set
+        2. S   = Σ_h s_h                      allreduce across the set of local roots
+        3. every rank of host h ← S           broadcast from the host's local root
+
+    Hosts are what horovodrun reports (`cross_rank`), so uneven hosts and any number of
+    them work. Built collectively: every rank must create it, in the same order.
+    """
+
+    def __init__(self):
+        hosts = hvd.allgather(tf.constant([hvd.cross_rank()], tf.int32)).numpy().tolist()
+        by_host = {}
+        for rank, host in enumerate(hosts):
+            by_host.setdefault(host, []).append(rank)
+        self.host_ranks = by_host[hvd.cross_rank()]
+        self.local_root = self.host_ranks[0]
+        self.is_local_root = hvd.rank() == self.local_root
+        roots = sorted(ranks[0] for ranks in by_host.values())
+        # Every rank registers every set, in one order (a collective call each).
+        sets = {tuple(ranks): hvd.add_process_set(ranks) if len(ranks) < hvd.size()
+                else hvd.global_process_set for _, ranks in sorted(by_host.items())}
+        self.host_set = sets[tuple(self.host_ranks)]
+        self.roots_set = (hvd.add_process_set(roots) if 1 < len(roots) < hvd.size()
+                          else hvd.global_process_set if len(roots) == hvd.size() else None)
+        self.hosts = len(by_host)
+
+    def sum(self, tensor, name):
+        """Σ over all ranks of `tensor`, in three phases."""
+        host_sum = hvd.allreduce(tensor, op=hvd.Sum, process_set=self.host_set,
+                                 name=f"{name}_host")
+        if self.roots_set is not None and self.is_local_root:
+            host_sum = hvd.allreduce(host_sum, op=hvd.Sum, process_set=self.roots_set,
+                                     name=f"{name}_cross")
+        if len(self.host_ranks) == 1:
+            return host_sum
+        return hvd.broadcast(host_sum, self.local_root, process_set=self.host_set,
+                             name=f"{name}_bcast")
+
+
+_three_phase = None  # the process-set scheme, when init() chose it
+
+
 def init(hierarchical_allreduce: bool = False, fusion_threshold_mb: float | None = None,
          cycle_time_ms: float | None = None) -> Context:
     """Initialises Horovod (or a single process when not run by horovodrun).
 
-    Horovod reads its tuning variables at `hvd.init()`, so they are set here first.
-    Returns a `Context`; `hierarchical_allreduce` in it says whether the setting
-    takes effect (it needs a build with MPI and NCCL and more than one host).
+    Horovod reads its tuning variables at `hvd.init()`, so they are set here first. With
+    `hierarchical_allreduce`, Horovod's native scheme is used where it works (a build with
+    MPI and NCCL, GPUs, several hosts); elsewhere (Gloo, CPU, one host) the paper's three
+    phases run on Horovod process sets (`ThreePhaseAllreduce`). The log says which, and why.
+    Returns a `Context`.
     """
+    global _three_phase
     if hierarchical_allreduce:
         os.environ["HOROVOD_HIERARCHICAL_ALLREDUCE"] = "1"
     if fusion_threshold_mb is not None:
         os.environ["HOROVOD_FUSION_THRESHOLD"] = str(int(fusion_threshold_mb * 1024 * 1024))
     if cycle_time_ms is not None:
         os.environ["HOROVOD_CYCLE_TIME"] = str(cycle_time_ms)
-    hvd.init()
+    hvd.init(process_sets="dynamic" if hierarchical_allreduce else None)
     gpus = tf.config.list_physical_devices("GPU")
     for gpu in gpus:
         tf.config.experimental.set_memory_growth(gpu, True)
     if gpus:
         tf.config.set_visible_devices(gpus[hvd.local_rank() % len(gpus)], "GPU")
-    effective = False
+    scheme = "flat"
     if hierarchical_allreduce:
-        missing = [
-            why
-            for why, ok in (
-                ("horovod was built without MPI", hvd.mpi_built()),
-                ("horovod was built without NCCL", hvd.nccl_built()),
-                ("all workers are on one host", hvd.cross_size() > 1),
-                ("there are no GPUs", bool(gpus)),
-            )
-            if not ok
-        ]
-        effective = not missing
-        if missing and hvd.rank() == 0:
-            logging.warning(
-                "--hierarchical_allreduce has no effect here (%s); Horovod uses its flat "
-                "allreduce.", "; ".join(missing)
-            )
+        missing = [why for why, ok in (
+            ("horovod was built without MPI", hvd.mpi_built()),
+            ("horovod was built without NCCL", hvd.nccl_built()),
+            ("all workers are on one host", hvd.cross_size() > 1),
+            ("there are no GPUs", bool(gpus)),
+        ) if not ok]
+        if not missing:
+            scheme = "native hierarchical"
+            why = "MPI and NCCL, GPUs, several hosts"
+        else:
+            os.environ.pop("HOROVOD_HIERARCHICAL_ALLREDUCE", None)
+            _three_phase = ThreePhaseAllreduce()
+            scheme = "process-set hierarchical"
+            why = ("Horovod's native one needs what is missing here: " + "; ".join(missing))
+        if hvd.rank() == 0:
+            logging.info("--hierarchical_allreduce: %s allreduce in effect (%d hosts) because %s.",
+                         scheme, hvd.cross_size(), why)
     if hvd.size() == 1 and "HOROVOD_RANK" not in os.environ and "OMPI_COMM_WORLD_RANK" not in (
         os.environ
     ):
         logging.info("Not launched by horovodrun: training in a single process (k = 1).")
-    return Context(hvd.rank(), hvd.size(), hvd.local_rank(), effective)
+    return Context(hvd.rank(), hvd.size(), hvd.local_rank(), scheme != "flat", scheme)
+
+
+def allreduce_gradients(grads, compression=hvd.Compression.none, grouped=False):
+    """The average of `grads` over all workers.
+
+    Default: one allreduce op per gradient (with the three-phase scheme when `init` chose
+    it), so in a compiled step each starts when its gradient is ready, overlapping backprop.
+    `grouped=True`: one `hvd.grouped_allreduce` of the whole list, which waits for the last
+    gradient (no overlap).
+    """
+    if hvd.size() == 1:
+        return list(grads)
+    if grouped and _three_phase is None:
+        return hvd.grouped_allreduce(list(grads), op=hvd.Average, compression=compression)
+    out = []
+    for i, grad in enumerate(grads):
+        if grad is None:
+            out.append(None)
+        elif _three_phase is None:
+            out.append(hvd.allreduce(grad, op=hvd.Average, compression=compression,
+                                     name=f"grad{i}"))
+        else:
+            compressed, context = compression.compress(grad)
+            total = compression.decompress(_three_phase.sum(compressed, f"grad{i}"), context)
+            out.append(total / tf.cast(hvd.size(), total.dtype))
+    return out
 
 
 class _AllreduceGradients:
     """Mixin placed before an optimizer's class: averages gradients across workers."""
 
     def apply(self, grads, trainable_variables=None):
-        grads = list(grads)
-        if hvd.size() > 1:
-            grads = hvd.grouped_allreduce(grads, op=hvd.Average, compression=self.hvd_compression)
+        grads = allreduce_gradients(list(grads), self.hvd_compression, self.hvd_grouped)
         return super().apply(grads, trainable_variables)
 
 
 def distributed_optimizer(optimizer: keras.optimizers.Optimizer,
-                          compression: str = "none") -> keras.optimizers.Optimizer:
+                          compression: str = "none",
+                          grouped: bool = False) -> keras.optimizers.Optimizer:
     """Makes `optimizer` average its gradients across the Horovod workers.
 
     The object keeps its state, config and variables; its class becomes a
@@ -99,6 +177,11 @@ def distributed_optimizer(optimizer: keras.optimizers.Optimizer,
     mixed_float16, wrap `keras.optimizers.LossScaleOptimizer(opt)` (the trainer
     does), so that every worker sees the same averaged, possibly non-finite,
     gradients and takes the same branch. `compression`: "none" or "fp16".
+    `grouped`: one grouped allreduce after backprop instead of one op per gradient.
+
+    Example:
+        >>> context = distributed.init()
+        >>> model.compile(optimizer=distributed_optimizer(optimizers.MomentumSGD(schedule)))
     """
     if not hvd.is_initialized():
         raise RuntimeError("call tf_largebatch.distributed.init() before distributed_optimizer()")
@@ -110,6 +193,7 @@ def distributed_optimizer(optimizer: keras.optimizers.Optimizer,
     base = type(optimizer)
     optimizer.__class__ = type(f"Distributed{base.__name__}", (_AllreduceGradients, base), {})
     optimizer.hvd_compression = compressions[compression]
+    optimizer.hvd_grouped = grouped
     return optimizer
 
 

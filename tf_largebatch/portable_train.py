@@ -31,6 +31,7 @@ flags.declare_key_flag("log_dir")
 UNSUPPORTED = {
     "hierarchical_allreduce": "there is no allreduce in one process",
     "fp16_allreduce": "there is no allreduce in one process",
+    "grouped_allreduce": "there is no allreduce in one process",
     "fusion_threshold_mb": "there is no allreduce in one process",
     "cycle_time_ms": "there is no allreduce in one process",
     "eval_steps": "the whole evaluation split is always used",

@@ -81,7 +81,7 @@ class HorovodBackend(runner.Backend):
         from tf_largebatch import distributed
 
         return distributed.distributed_optimizer(
-            optimizer, "fp16" if FLAGS.fp16_allreduce else "none")
+            optimizer, "fp16" if FLAGS.fp16_allreduce else "none", FLAGS.grouped_allreduce)
 
     def checkpointer(self, directory, model):
         from tf_largebatch.experiment import checkpointing

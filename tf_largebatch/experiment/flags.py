@@ -67,9 +67,12 @@ flags.DEFINE_enum("mixed_precision", "none", ["none", "mixed_float16", "mixed_bf
 flags.DEFINE_bool("xla", False, "Compile the train step with XLA.")
 flags.DEFINE_integer("simulate_workers", 1, "k workers simulated in each process: batch k·n, "
                      "BN over groups of n.")
-flags.DEFINE_bool("hierarchical_allreduce", False, "Horovod hierarchical allreduce (MPI+NCCL, "
-                  "several hosts).")
+flags.DEFINE_bool("hierarchical_allreduce", False, "Reduce inside each host, allreduce across "
+                  "hosts, broadcast inside: Horovod's own (MPI+NCCL, GPUs, several hosts) or the "
+                  "same three phases on Horovod process sets elsewhere.")
 flags.DEFINE_bool("fp16_allreduce", False, "Compress gradients to fp16 for the allreduce.")
+flags.DEFINE_bool("grouped_allreduce", False, "One grouped allreduce after backprop instead of "
+                  "one allreduce per gradient as soon as it is ready (no overlap).")
 flags.DEFINE_float("fusion_threshold_mb", None, "HOROVOD_FUSION_THRESHOLD in MiB.")
 flags.DEFINE_float("cycle_time_ms", None, "HOROVOD_CYCLE_TIME in ms.")
 flags.DEFINE_integer("seed", 0, "Seed of initial weights, data order and augmentation.")
