@@ -279,3 +279,13 @@ def test_error_vs_kn_needs_validation_errors(tmp_path):
     result = cli(path, f"--error_vs_kn={tmp_path}/kn.png", cwd=tmp_path)
     assert result.returncode == 2
     assert "logged no validation error" in result.stderr
+
+
+def test_a_run_named_twice_counts_once(tmp_path):
+    base = write_seeded(tmp_path, "base", 128, [0.30, 0.32])
+    far = write_seeded(tmp_path, "far", 1024, [0.40])
+    # The reference first, then again inside a glob: it stays the reference and counts once.
+    result = cli(base[1], *far, *base, f"--error_vs_kn={tmp_path}/kn.png", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "| 128 | gradual warmup | 2 | 31.00 ± 1.41 | (baseline) |" in result.stdout
+    assert f"Reference: kn=128, gradual warmup (base_seed1) ({base[1]})" in result.stdout

@@ -265,8 +265,12 @@ def main(argv=None):
     args = _parser().parse_args(argv)
     paths = list(args.run_dirs)
     if args.reference:
-        same = [p for p in paths if os.path.realpath(p) == os.path.realpath(args.reference)]
-        paths = [args.reference] + [p for p in paths if p not in same]
+        paths = [args.reference] + paths
+    # A run named twice (the reference first, then again in a glob) counts once.
+    first = {}
+    for path in paths:
+        first.setdefault(os.path.realpath(path), path)
+    paths = list(first.values())
     try:
         runs = [load_run(p) for p in paths]
     except (RunDirError, OSError) as e:
