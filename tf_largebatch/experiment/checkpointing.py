@@ -79,8 +79,8 @@ class _Checkpoints:
         """Writes the checkpoint of `epoch`; returns its path."""
         raise NotImplementedError
 
-    def _read(self, path):
-        """Restores model and optimizer from `path`."""
+    def _read(self, path, step):
+        """Restores model and optimizer from `path`, the checkpoint of global step `step`."""
         raise NotImplementedError
 
     def _files(self):
@@ -137,7 +137,7 @@ class _Checkpoints:
         for entry in reversed(entries):
             path = os.path.join(self.directory, entry["checkpoint"])
             try:
-                self._read(path)
+                self._read(path, entry["step"])
             except Exception as err:  # noqa: BLE001  (TF and h5py raise many kinds)
                 failures.append((path, err))
                 continue
@@ -167,7 +167,7 @@ class Checkpointer(_Checkpoints):
     def _write(self, epoch):
         return self.manager.save(checkpoint_number=epoch)
 
-    def _read(self, path):
+    def _read(self, path, step):
         self.checkpoint.restore(path).assert_existing_objects_matched()
 
     def _files(self):
@@ -206,16 +206,11 @@ class WeightsFileCheckpointer(_Checkpoints):
         os.replace(tmp, path)
         return path
 
-    def _read(self, path):
-        expected = None
-        state = self.committed()
-        for entry in (state or {}).get("history", []):
-            if os.path.join(self.directory, entry["checkpoint"]) == path:
-                expected = entry["step"]
+    def _read(self, path, step):
         self.model.load_weights(path)
-        step = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
-        if expected is not None and step != expected:  # Keras only warns on missing variables
-            raise ValueError(f"optimizer step {step}, run.json says {expected}")
+        restored = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
+        if restored != step:  # Keras only warns when the optimizer's variables differ
+            raise ValueError(f"optimizer step {restored}, run.json says {step}")
 
     def _remove_all_but(self, kept):
         for path in self._files():
