@@ -15,10 +15,13 @@ whichever worker reads it and however often the run is resumed.
   normalisation (for models that normalise themselves, and for tests).
 """
 
+import concurrent.futures
+import re
 from collections.abc import Callable
 
 import tensorflow as tf
 
+from tf_largebatch.data import tfrecord
 from tf_largebatch.data.constants import (
     CIFAR_MEAN,
     CIFAR_PAD,
@@ -26,6 +29,8 @@ from tf_largebatch.data.constants import (
     IMAGENET_MEAN,
     IMAGENET_STD,
 )
+from tf_largebatch.data.folders import list_image_folder
+from tf_largebatch.data.sources import shard_files
 
 EVAL_RESIZE_RATIO = 256 / 224
 
@@ -36,6 +41,48 @@ EvalFn = Callable[[tf.Tensor], tf.Tensor]  # uint8 image -> float32 image
 def decode(contents: tf.Tensor) -> tf.Tensor:
     """Decodes a JPEG/PNG string to uint8 ``[H, W, 3]``; corrupt data raises, never zeros."""
     return tf.io.decode_image(contents, channels=3, expand_animations=False)
+
+
+def decode_problem(contents: bytes) -> str | None:
+    """Why :func:`decode` rejects ``contents`` (TensorFlow's message), or None if it decodes."""
+    try:
+        decode(contents)
+    except tf.errors.InvalidArgumentError as e:
+        return re.sub(r"\{\{.*?\}\}\s*|\s*\[Op:\w+\]", "", e.message)
+    return None
+
+
+def find_undecodable(dataset: str, data_dir: str, threads: int = 8) -> str | None:
+    """Finds the first image of a "folder" or "tfrecord" source that :func:`decode` rejects.
+
+    Scans the training split, then the evaluation split, decoding eagerly on ``threads``
+    threads. Returns ``"<file>: <reason>"`` (folder) or ``"<shard>, record <i> (<image/filename>):
+    <reason>"`` (tfrecord), or None when every image decodes or the source is another kind.
+    """
+    if dataset == "folder":
+        jobs = [p for split in ("train", "eval") for p in list_image_folder(data_dir, split)[0]]
+
+        def check(path):
+            with open(path, "rb") as f:
+                problem = decode_problem(f.read())
+            return problem and f"{path}: {problem}"
+
+    elif dataset == "tfrecord":
+        jobs = shard_files(data_dir, "train") + shard_files(data_dir, "validation")
+
+        def check(shard):
+            for i, (filename, image) in enumerate(tfrecord.read_images(shard)):
+                if problem := decode_problem(image):
+                    name = f" ({filename.decode()})" if filename else ""
+                    return f"{shard}, record {i}{name}: {problem}"
+            return None
+
+    else:
+        return None
+    with concurrent.futures.ThreadPoolExecutor(threads) as pool:
+        found = next(filter(None, pool.map(check, jobs)), None)
+        pool.shutdown(cancel_futures=True)
+    return found
 
 
 def normalize(image: tf.Tensor, mean, std) -> tf.Tensor:

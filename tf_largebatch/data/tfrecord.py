@@ -102,6 +102,14 @@ def check_schema(path: str, payload: bytes) -> None:
         )
 
 
+def read_images(path: str):
+    """Yields ``(image/filename, image/encoded)`` bytes of every record of ``path``, in order."""
+    for payload in tf.data.TFRecordDataset(path).as_numpy_iterator():
+        feature = tf.train.Example.FromString(payload).features.feature
+        yield (b"".join(feature[FILENAME_KEY].bytes_list.value),
+               b"".join(feature[ENCODED_KEY].bytes_list.value))
+
+
 def parse_example(payload: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
     """Graph-side parse of one serialized Example: ``(encoded image string, int32 label)``."""
     parsed = tf.io.parse_single_example(
