@@ -3,12 +3,15 @@ flags on resume, unwritable folders. Each test fails on the trainer before these
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import ROOT
+from helpers import ROOT, horovodrun
 
 from tf_largebatch import callbacks
 
@@ -61,14 +64,48 @@ def test_a_kill_during_a_save_then_resume_equals_the_uninterrupted_run(straight,
     resumed = train(tmp_path, "--epochs=3", "--resume")
     if kill_at.endswith("@1"):
         assert "holds no committed checkpoint" in resumed.stderr
-    want, got = metrics(straight), metrics(tmp_path)
+    assert_equals_straight(tmp_path, straight)
+
+
+def assert_equals_straight(run_dir, straight):
+    want, got = metrics(straight), metrics(run_dir)
     assert [r["epoch"] for r in got] == [1, 2, 3]  # every epoch logged exactly once
     assert [r["step"] for r in got] == [3, 6, 9]
-    for a, b in zip(got, want, strict=True):
-        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-5)
+    for a, b in zip(got, want, strict=True):  # the resumed epoch's mean over all its steps
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-6)
+        assert a["train_top1_error"] == pytest.approx(b["train_top1_error"], abs=1e-6)
     for name, value in weights(straight).items():
-        np.testing.assert_allclose(weights(tmp_path)[name], value, rtol=1e-5, atol=1e-6,
+        np.testing.assert_allclose(weights(run_dir)[name], value, rtol=1e-5, atol=1e-6,
                                    err_msg=name)
+
+
+def test_sigterm_mid_epoch_saves_that_step_and_resume_equals_the_uninterrupted_run(straight,
+                                                                                  tmp_path):
+    # SIGTERM arrives as step 5 (the 2nd of 3 in epoch 2) ends.
+    stopped = train(tmp_path, "--epochs=3", kill_at="step-done@5:TERM", check=False)
+    assert stopped.returncode == 75, stopped.stderr[-2000:]
+    assert ("SIGTERM received: stopped after step 2 of 3 in epoch 2 (global step 5), "
+            "checkpoint saved. Run the same command with --resume") in stopped.stderr
+    state = json.loads((tmp_path / "checkpoints/run.json").read_text())
+    assert (state["checkpoint"], state["epoch"], state["step"]) == ("ckpt-1-2", 1, 5)
+    assert [r["epoch"] for r in metrics(tmp_path)] == [1]  # epoch 2 is not logged as done
+    resumed = train(tmp_path, "--epochs=3", "--resume")
+    assert "Resumed from" in resumed.stderr and "ckpt-1-2 (epoch 1, step 5)" in resumed.stderr
+    assert_equals_straight(tmp_path, straight)
+
+
+def test_a_kill_between_periodic_mid_epoch_checkpoints_loses_only_the_steps_since(straight,
+                                                                                 tmp_path):
+    # Saves every 2 steps: at steps 2 and 4 (mid-epoch) and 3 (epoch end); SIGKILL as step 6
+    # ends, before epoch 2's end-of-epoch save: the newest commit is step 4 (1 into epoch 2).
+    killed = train(tmp_path, "--epochs=3", "--checkpoint_every_steps=2",
+                   kill_at="step-done@6", check=False)
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    state = json.loads((tmp_path / "checkpoints/run.json").read_text())
+    assert [e["checkpoint"] for e in state["history"]] == ["ckpt-0-2", "ckpt-1", "ckpt-1-1"]
+    assert (state["epoch"], state["step"]) == (1, 4)
+    train(tmp_path, "--epochs=3", "--resume")
+    assert_equals_straight(tmp_path, straight)
 
 
 def test_an_unreadable_newest_checkpoint_falls_back_to_the_one_before(straight, tmp_path):
@@ -165,3 +202,48 @@ def test_a_fresh_run_over_an_earlier_runs_logs_is_refused_unless_overwrite(tmp_p
     (aside,) = tmp_path.glob("replaced-*")
     assert (aside / "metrics.jsonl").read_text() == logged  # moved, not lost
     assert [r["epoch"] for r in metrics(tmp_path)] == [1, 2]
+
+
+def test_sigterm_to_horovodrun_mid_epoch_then_resume_equals_the_uninterrupted_run(tmp_path):
+    """As a scheduler preempts a job: SIGTERM to horovodrun, which passes it to each worker."""
+    args = [DUMP, "--model=cifar_resnet8", "--dataset=synthetic", "--synthetic_examples=512",
+            "--per_worker_batch=8", "--eval_steps=1", "--seed=3", "--warmup_epochs=1",
+            "--milestones=2", "--log_every_step", "--epochs=3"]  # kn = 16, 32 steps per epoch
+    straight, run_dir = tmp_path / "straight", tmp_path / "preempted"
+    horovodrun([*args, f"--log_dir={straight}", f"--dump={straight}"])
+
+    cmd = [str(Path(sys.executable).with_name("horovodrun")), "-np", "2", "-H", "localhost:2",
+           "--gloo", sys.executable, *map(str, args), f"--log_dir={run_dir}", f"--dump={run_dir}"]
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=str(ROOT))
+    job = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, text=True)
+    steps = run_dir / "steps.jsonl"
+    while not (steps.exists() and len(steps.read_text().splitlines()) >= 40):  # in epoch 2
+        assert job.poll() is None, job.stdout.read()[-4000:]
+        time.sleep(0.05)
+    done = json.loads(steps.read_text().splitlines()[-1])["step"] + 1  # steps finished
+    job.send_signal(signal.SIGTERM)
+    output = job.communicate(timeout=300)[0]
+    assert job.returncode != 0
+    assert "preempted: SIGTERM received: stopped after step" in output, output[-4000:]
+    state = json.loads((run_dir / "checkpoints/run.json").read_text())
+    assert state["step"] >= done  # no finished step lost
+    assert state["partial_epoch"]["steps"] == state["step"] - 32 * state["epoch"] > 0
+
+    horovodrun([*args, f"--log_dir={run_dir}", f"--dump={run_dir}", "--resume"])
+    got, want = metrics(run_dir), metrics(straight)
+    assert [r["epoch"] for r in got] == [1, 2, 3]
+    for a, b in zip(got, want, strict=True):
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-6)
+    for rank in (0, 1):
+        with np.load(straight / f"rank{rank}.npz") as a, np.load(run_dir / f"rank{rank}.npz") as b:
+            for name in a.files:  # BN statistics averaged at the save: equal to float rounding
+                np.testing.assert_allclose(b[name], a[name], rtol=1e-5, atol=1e-6, err_msg=name)
+
+
+def test_under_horovodrun_an_error_every_worker_hits_is_printed_once(tmp_path):
+    result = horovodrun(["-m", "tf_largebatch.train", *TINY, "--simulate_workers=1",
+                         "--epochs=2", f"--log_dir={tmp_path}", "--resume"], check=False)
+    assert result.returncode != 0
+    output = result.stdout + result.stderr
+    assert output.count("--resume: no checkpoint in") == 1, output[-4000:]

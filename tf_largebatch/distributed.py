@@ -14,7 +14,8 @@ the same jobs with the ops of `horovod.tensorflow`, which work:
   gradient inside the step's graph, so each starts as soon as backprop has produced its
   gradient (overlap); Horovod's fusion buffer batches those that arrive together.
 - `BroadcastInitialState`, `AverageBatchNormStatistics`: Keras callbacks.
-- `weighted_mean()`: a metric averaged across workers by sample counts.
+- `weighted_mean()`: a metric averaged across workers by sample counts; `any_worker()`:
+  whether a flag (a preemption signal) holds on some worker.
 """
 
 import dataclasses
@@ -265,3 +266,12 @@ def weighted_mean(value: float, count: int) -> float:
         tf.constant([float(value) * count, float(count)], tf.float64), op=hvd.Sum
     ).numpy()
     return float(total / weight) if weight else float("nan")
+
+
+def any_worker(flag: bool) -> bool:
+    """True when `flag` holds on at least one worker (one small allreduce; every worker must
+    call it, so it also waits for all of them)."""
+    if hvd.size() == 1:
+        return bool(flag)
+    return bool(hvd.allreduce(tf.constant(int(flag), tf.int32), op=hvd.Sum,
+                              name="any_worker").numpy() > 0)

@@ -77,14 +77,14 @@ class PortableBackend(runner.Backend):
             raise runner.TrainError(f"{FLAGS.data_dir} has {len(classes)} classes but "
                                     f"--num_classes={FLAGS.num_classes}.")
         return runner.TrainingSet(len(self.train_x), len(classes), FLAGS.data_dir,
-                                  tuple(classes))
+                                  tuple(classes), len(self.eval_x))
 
-    def train_data(self, layout, start_epoch, augment_off_epoch):
+    def train_data(self, layout, start_epoch, augment_off_epoch, start_step=0, stop_epoch=None):
         from tf_largebatch.data import arrays
 
         return arrays.train_batches(self.train_x, self.train_y, layout.global_batch, FLAGS.seed,
-                                    start_epoch, FLAGS.epochs, layout.steps_per_epoch,
-                                    augment_off_epoch)
+                                    start_epoch, stop_epoch or FLAGS.epochs,
+                                    layout.steps_per_epoch, augment_off_epoch, start_step)
 
     def validation(self, layout):
         import numpy as np

@@ -57,13 +57,14 @@ class HorovodBackend(runner.Backend):
                            cache=FLAGS.cache)
         train = self.sources["train"]
         return runner.TrainingSet(train.num_examples, train.num_classes, train.name,
-                                  train.class_names)
+                                  train.class_names, self.sources["eval"].num_examples)
 
-    def train_data(self, layout, start_epoch, augment_off_epoch):
+    def train_data(self, layout, start_epoch, augment_off_epoch, start_step=0, stop_epoch=None):
         from tf_largebatch import data
 
         dataset, _ = data.train_dataset(
-            self.sources["train"], seed=FLAGS.seed, epochs=FLAGS.epochs, start_epoch=start_epoch,
+            self.sources["train"], seed=FLAGS.seed, epochs=stop_epoch or FLAGS.epochs,
+            start_epoch=start_epoch, start_step=start_step,
             steps_per_epoch=layout.steps_per_epoch, augment_off_epoch=augment_off_epoch,
             **self.common)
         return dataset
@@ -92,6 +93,16 @@ class HorovodBackend(runner.Backend):
         from tf_largebatch import distributed
 
         return distributed.weighted_mean(value, count)
+
+    def any_worker(self, flag):
+        from tf_largebatch import distributed
+
+        return distributed.any_worker(flag)
+
+    def average_worker_state(self, model):
+        from tf_largebatch import distributed
+
+        distributed.average_batch_norm_statistics(model)
 
     def first_callbacks(self):
         from tf_largebatch import distributed

@@ -7,6 +7,7 @@ to compare with what the trainer logged.
 
 import json
 import os
+import sys
 
 import numpy as np
 from absl import app, flags
@@ -39,7 +40,13 @@ def evaluate_alone(model):
 
 
 def main(argv):
-    run = train.train()
+    from tf_largebatch.experiment.preemption import PREEMPTED_EXIT_CODE, Preempted
+
+    try:
+        run = train.train()
+    except Preempted as stop:  # as the trainer's own main does
+        print(f"preempted: {stop}", file=sys.stderr)
+        sys.exit(PREEMPTED_EXIT_CODE)
     weights = {v.path: np.asarray(v) for v in run.model.variables}
     np.savez(os.path.join(FLAGS.dump, f"rank{run.rank}.npz"), **weights)
     if FLAGS.eval_check and run.is_chief:

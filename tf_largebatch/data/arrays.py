@@ -85,9 +85,10 @@ def cifar_augment(images, offsets, flips):
 
 
 def train_batches(images, labels, global_batch, seed, start_epoch, epochs, steps_per_epoch=None,
-                  augment_off_epoch=None):
+                  augment_off_epoch=None, start_step=0):
     """Yields ``(float32 images, int32 labels)`` of kn = ``global_batch`` for epochs
-    ``start_epoch .. epochs-1``, ``steps_per_epoch`` (default and at most N // kn) per epoch."""
+    ``start_epoch .. epochs-1``, ``steps_per_epoch`` (default and at most N // kn) per epoch,
+    the first from its step ``start_step``."""
     num_examples = len(images)
     # The whole global batch comes from this one process: k·n = 1 × kn here.
     steps = batch_layout(num_examples, global_batch,
@@ -96,7 +97,7 @@ def train_batches(images, labels, global_batch, seed, start_epoch, epochs, steps
         order = epoch_permutation(num_examples, seed, epoch)
         augment = augment_off_epoch is None or epoch < augment_off_epoch
         offsets, flips = crops_and_flips(num_examples, seed, epoch)
-        for step in range(steps):
+        for step in range(start_step if epoch == start_epoch else 0, steps):
             chosen = order[step * global_batch:(step + 1) * global_batch]
             batch = images[chosen]
             if augment:

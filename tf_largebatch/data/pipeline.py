@@ -94,6 +94,7 @@ def train_dataset(
     simulate_workers: int = 1,
     seed: int = 0,
     start_epoch: int = 0,
+    start_step: int = 0,
     epochs: int,
     augment_off_epoch: int | None = None,
     preprocessing: str | None = "imagenet",
@@ -120,6 +121,7 @@ def train_dataset(
       num_classes: needed for TFRecords without labels.txt; checked against the source.
       seed: seed of the permutations and the augmentation.
       start_epoch: the first epoch to yield (the epoch a resumed run restarts at).
+      start_step: the step of ``start_epoch`` to begin at (a run resumed mid-epoch).
       epochs: one past the last epoch, ``fit``'s ``epochs``.
       augment_off_epoch: from this epoch on, the eval preprocessing instead of augmentation
         (``schedules.augmentation_off_epoch(epochs, E)``; None: always augment).
@@ -163,7 +165,7 @@ def train_dataset(
         return image, label
 
     indices = sharding.train_indices(
-        n, global_batch, num_workers, worker_index, seed, start_epoch, epochs, steps
+        n, global_batch, num_workers, worker_index, seed, start_epoch, epochs, steps, start_step
     )
     ds = indices.map(example, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     info = DatasetInfo(

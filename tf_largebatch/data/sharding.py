@@ -36,18 +36,21 @@ def train_indices(
     start_epoch: int,
     epochs: int,
     steps: int,
+    start_step: int = 0,
 ) -> tf.data.Dataset:
     """Dataset of ``(epoch, index)`` int64 pairs this worker reads for epochs
     ``start_epoch .. epochs-1``: ``steps * G / num_workers`` per epoch, from the first
     ``steps * G`` of ``P_e`` (``steps`` ≤ N // G, as
-    :func:`tf_largebatch.data.layout.batch_layout` checks)."""
+    :func:`tf_largebatch.data.layout.batch_layout` checks); the first epoch begins at its step
+    ``start_step`` (a run resumed mid-epoch)."""
 
     def one_epoch(epoch):
         used = epoch_permutation(num_examples, seed, epoch)[: steps * global_batch]
         mine = worker_slice(used, steps, num_workers, worker_index)
         return tf.data.Dataset.from_tensor_slices((tf.fill(tf.shape(mine), epoch), mine))
 
-    return tf.data.Dataset.range(start_epoch, epochs).flat_map(one_epoch)
+    indices = tf.data.Dataset.range(start_epoch, epochs).flat_map(one_epoch)
+    return indices.skip(start_step * (global_batch // num_workers))
 
 
 def eval_indices(

@@ -4,6 +4,8 @@
 - `builders`: flags → model (from the `MODELS` registry), schedule, optimizer, loss, metrics.
 - `runner`: one run from flags, `run_experiment(backend)`: batch layout, resume policy,
   callbacks, `fit`; a trainer is a `runner.Backend` with what differs.
+- `preemption`: SIGTERM/SIGINT stop after the step in flight with a checkpoint of that step;
+  mid-epoch checkpoints and their exact resume.
 - `checkpointing`: per-epoch checkpoints with their run.json (TensorFlow's, or Keras
   .weights.h5 files for backends without TensorFlow).
 - `run_log`: metrics.jsonl/steps.jsonl, metrics averaged over workers, the end-of-run summary.

@@ -11,10 +11,16 @@ commit or the new one, never a checkpoint of epoch N with the state of epoch N â
 checkpoint that cannot be read (truncated, a full disk) is skipped for the next older one,
 with a warning naming it.
 
-`TF_LARGEBATCH_KILL_AT=<point>[@N]` kills the process with SIGKILL when a save reaches
-`<point>` (`checkpoint-saved`: the checkpoint files are written, run.json is not;
-`state-written`: the new run.json is written under its temporary name, not renamed) for
-the N-th time: the fault-injection hook of the crash tests.
+Checkpoints are named `ckpt-<epoch>` after `<epoch>` complete epochs, and
+`ckpt-<epoch>-<s>` mid-epoch, `s` steps into the next epoch (on a signal or every
+`--checkpoint_every_steps`, see `preemption`); those also keep the epoch's training metrics
+so far (`partial_epoch` in run.json).
+
+`TF_LARGEBATCH_KILL_AT=<point>[@N][:SIGNAL]` sends SIGKILL (or SIGNAL, e.g. `TERM`) to the
+process the N-th time (default 1st) it reaches `<point>` (`checkpoint-saved`: the
+checkpoint files are written, run.json is not; `state-written`: the new run.json is written
+under its temporary name, not renamed; `step-done`: a training step ended): the
+fault-injection hook of the crash tests.
 """
 
 import glob
@@ -37,16 +43,18 @@ _reached = {}
 
 
 def fault_point(name):
-    """Kills this process (SIGKILL, as the OOM killer or a node failure would) when
-    TF_LARGEBATCH_KILL_AT is `name` or `name@N` and this is the N-th time (default 1st) the
-    save reaches it: the crash tests' hook; a no-op otherwise."""
-    target = os.environ.get("TF_LARGEBATCH_KILL_AT", "")
+    """Kills this process (SIGKILL, as the OOM killer or a node failure would; or the signal
+    named after a colon) when TF_LARGEBATCH_KILL_AT is `name`, `name@N` or `name@N:SIGNAL` and
+    this is the N-th time (default 1st) it reaches `name`: the crash tests' hook; a no-op
+    otherwise."""
+    target, _, signal_name = os.environ.get("TF_LARGEBATCH_KILL_AT", "").partition(":")
     point, _, count = target.partition("@")
     if point != name:
         return
     _reached[name] = _reached.get(name, 0) + 1
     if _reached[name] == int(count or 1):
-        os.kill(os.getpid(), signal.SIGKILL)
+        os.kill(os.getpid(), signal.Signals["SIG" + signal_name] if signal_name
+                else signal.SIGKILL)
 
 
 def write_json_atomically(path, value):
@@ -75,8 +83,9 @@ class _Checkpoints:
         self.state_path = os.path.join(directory, STATE)
 
     # Format-specific parts.
-    def _write(self, epoch):
-        """Writes the checkpoint of `epoch`; returns its path."""
+    def _write(self, name):
+        """Writes the checkpoint `name` (`ckpt-<epoch>` or `ckpt-<epoch>-<s>`); returns its
+        path."""
         raise NotImplementedError
 
     def _read(self, path, step):
@@ -109,13 +118,17 @@ class _Checkpoints:
         files = self._files()
         return files[-1] if files else None
 
-    def save(self, epoch, run_facts):
-        """Saves after `epoch` epochs are complete; returns the checkpoint's path."""
+    def save(self, epoch, run_facts, partial_epoch=None):
+        """Saves after `epoch` complete epochs (and `partial_epoch["steps"]` steps of the next,
+        with its training metrics so far `partial_epoch["means"]`); returns the path."""
         os.makedirs(self.directory, exist_ok=True)
-        path = self._write(epoch)
+        name = f"ckpt-{epoch}" + (f"-{partial_epoch['steps']}" if partial_epoch else "")
+        path = self._write(name)
         fault_point("checkpoint-saved")
         step = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
         entry = dict(checkpoint=os.path.basename(path), epoch=epoch, step=step)
+        if partial_epoch:
+            entry["partial_epoch"] = partial_epoch
         previous = self.committed() or {}
         history = [e for e in previous.get("history", []) if e["checkpoint"] != entry["checkpoint"]]
         history = (history + [entry])[-self.keep:]
@@ -147,6 +160,7 @@ class _Checkpoints:
                     for p, e in failures))
             logging.info("Resumed from %s (epoch %d, step %d).", path, entry["epoch"],
                          entry["step"])
+            state.pop("partial_epoch", None)  # the newest entry's, maybe not this one's
             return dict(state, **entry)
         raise mismatch(*failures[0])
 
@@ -164,19 +178,18 @@ class Checkpointer(_Checkpoints):
         self.manager = tf.train.CheckpointManager(self.checkpoint, directory,
                                                   max_to_keep=keep + 1)
 
-    def _write(self, epoch):
-        return self.manager.save(checkpoint_number=epoch)
+    def _write(self, name):
+        epoch = re.fullmatch(r"ckpt-(\d+)", name)
+        if epoch:
+            return self.manager.save(checkpoint_number=int(epoch.group(1)))
+        # Mid-epoch: outside the manager, whose rotation counts only its own saves.
+        return self.checkpoint.write(os.path.join(self.directory, name))
 
     def _read(self, path, step):
         self.checkpoint.restore(path).assert_existing_objects_matched()
 
     def _files(self):
-        found = {}
-        for index in glob.glob(os.path.join(self.directory, "ckpt-*.index")):
-            match = re.fullmatch(r"ckpt-(\d+)\.index", os.path.basename(index))
-            if match:
-                found[int(match.group(1))] = index[: -len(".index")]
-        return [found[e] for e in sorted(found)]
+        return checkpoint_files(self.directory, ".index")
 
     def _remove_all_but(self, kept):
         for path in self._files():
@@ -190,16 +203,11 @@ class WeightsFileCheckpointer(_Checkpoints):
     and step included), each written under a temporary name, fsynced and renamed."""
 
     def _files(self):
-        found = {}
-        for path in glob.glob(os.path.join(self.directory, "ckpt-*.weights.h5")):
-            match = re.fullmatch(r"ckpt-(\d+)\.weights\.h5", os.path.basename(path))
-            if match:
-                found[int(match.group(1))] = path
-        return [found[e] for e in sorted(found)]
+        return [path + ".weights.h5" for path in checkpoint_files(self.directory, ".weights.h5")]
 
-    def _write(self, epoch):
-        path = os.path.join(self.directory, f"ckpt-{epoch}.weights.h5")
-        tmp = os.path.join(self.directory, f"writing-ckpt-{epoch}.weights.h5")
+    def _write(self, name):
+        path = os.path.join(self.directory, f"{name}.weights.h5")
+        tmp = os.path.join(self.directory, f"writing-{name}.weights.h5")
         self.model.save_weights(tmp)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
@@ -216,6 +224,18 @@ class WeightsFileCheckpointer(_Checkpoints):
         for path in self._files():
             if path not in kept:
                 os.remove(path)
+
+
+def checkpoint_files(directory, suffix):
+    """Paths (without `suffix`) of the `ckpt-<epoch>[-<s>]<suffix>` files in `directory`,
+    oldest first."""
+    found = {}
+    for path in glob.glob(os.path.join(directory, "ckpt-*" + suffix)):
+        match = re.fullmatch(r"ckpt-(\d+)(?:-(\d+))?" + re.escape(suffix),
+                             os.path.basename(path))
+        if match:
+            found[(int(match.group(1)), int(match.group(2) or 0))] = path[: -len(suffix)]
+    return [found[key] for key in sorted(found)]
 
 
 def mismatch(path, err):

@@ -85,6 +85,9 @@ flags.DEFINE_bool("overwrite", False, "Start afresh in folders that hold an earl
                   "files are moved into <log_dir>/replaced-<time>/, not deleted).")
 flags.DEFINE_bool("log_every_step", False, "Also write steps.jsonl (step, lr, loss).")
 flags.DEFINE_integer("keep_checkpoints", 3, "Checkpoints kept.")
+flags.DEFINE_integer("checkpoint_every_steps", 0, "Also save a mid-epoch checkpoint every this "
+                     "many global steps (0: only at epoch ends and on SIGTERM/SIGINT); "
+                     "--resume continues at that exact step.")
 flags.DEFINE_string("reference_run", None, "A run's --log_dir: stop when this run's training "
                     "error leaves that run's curve early on (the paper's early check).")
 flags.DEFINE_float("check_fraction", 0.3, "Fraction of training the early check covers.")
@@ -103,6 +106,8 @@ flags.register_validator("label_smoothing", lambda v: 0 <= v < 1,
                          "--label_smoothing must be in [0, 1)")
 flags.register_validator("warmup_epochs", lambda v: v >= 0, "--warmup_epochs must be ≥ 0")
 flags.register_validator("eval_every", lambda v: v >= 0, "--eval_every must be ≥ 0")
+flags.register_validator("checkpoint_every_steps", lambda v: v >= 0,
+                         "--checkpoint_every_steps must be ≥ 0 (0: off)")
 flags.register_validator("divergence_factor", lambda v: v == 0 or v > 1,
                          "--divergence_factor must be 0 (off) or > 1")
 flags.register_validator("augment_off_epochs", lambda v: v >= 0,

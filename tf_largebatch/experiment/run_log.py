@@ -174,8 +174,11 @@ class RunLogger(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         os.makedirs(self.log_dir, exist_ok=True)
+        if self.initial_epoch is None:  # a second `fit` of the same run (after a mid-epoch
+            return                      # resume): nothing to drop
         _keep_jsonl(self.steps_path, lambda r: r["step"] < self.initial_step)
         _keep_jsonl(self.metrics_path, lambda r: r["epoch"] <= self.initial_epoch)
+        self.initial_epoch = None
 
     def on_epoch_begin(self, epoch, logs=None):
         self.epoch_start = time.time()

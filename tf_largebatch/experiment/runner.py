@@ -43,6 +43,7 @@ class TrainingSet:
     num_classes: int
     name: str
     class_names: tuple | None = None
+    eval_examples: int | None = None
 
 
 class Backend:
@@ -60,8 +61,9 @@ class Backend:
     def open_training_set(self, image_size) -> TrainingSet:
         raise NotImplementedError
 
-    def train_data(self, layout, start_epoch, augment_off_epoch):
-        """The `x` of `fit`: batches of this process for epochs start_epoch .. --epochs-1."""
+    def train_data(self, layout, start_epoch, augment_off_epoch, start_step=0, stop_epoch=None):
+        """The `x` of `fit`: batches of this process for epochs start_epoch .. stop_epoch - 1
+        (default --epochs - 1), the first from its step `start_step`."""
         raise NotImplementedError
 
     def validation(self, layout):
@@ -81,6 +83,14 @@ class Backend:
     def average(self, value, count):
         """Mean of a metric across workers, weighted by each worker's count."""
         return float(value)
+
+    def any_worker(self, flag):
+        """True when `flag` holds on some worker (every worker calls it)."""
+        return bool(flag)
+
+    def average_worker_state(self, model):
+        """Makes the per-worker state that rank 0's checkpoint would otherwise lose (BN
+        moving statistics) the average over workers; every worker calls it."""
 
     def first_callbacks(self):
         """Callbacks that run before the recipe's (e.g. the initial broadcast)."""
@@ -117,16 +127,28 @@ def check_resume_facts(state, run_facts):
                 "all), or start a new run in another --log_dir; nothing was changed.")
 
 
-def resume_point(checkpointer, layout, optimizer, checkpoint_dir, run_facts):
-    """(epoch, step) to start from, by one policy for every trainer.
+@dataclasses.dataclass
+class ResumePoint:
+    """Where a run starts: after `epoch` complete epochs and `steps_into_epoch` steps of the
+    next (whose training metrics so far are `means`); `step` is the checkpoint's global step."""
+
+    epoch: int = 0
+    step: int = 0
+    steps_into_epoch: int = 0
+    means: dict | None = None
+
+
+def resume_point(checkpointer, layout, optimizer, checkpoint_dir, run_facts) -> ResumePoint:
+    """Where to start from, by one policy for every trainer.
 
     A fresh run refuses a --checkpoint_dir that already holds checkpoints. A resumed run
     continues after the newest committed checkpoint (run.json), skipping unreadable ones; a
     folder whose run was killed before its first commit starts from the beginning, with a
     warning. If k·n or the steps per epoch changed (a job restarted on another number of
     workers), the rate follows the linear rule for the new global batch and the global step
-    restarts at epoch × the new steps per epoch, with a warning saying so. The model, the
-    reference rate and the data set must not change.
+    restarts at epoch × the new steps per epoch (a mid-epoch checkpoint continues at the
+    same place in the epoch's order, rounded down to a whole new global batch), with a
+    warning saying so. The model, the reference rate and the data set must not change.
     """
     committed = checkpointer.committed()
     if not FLAGS.resume:
@@ -135,7 +157,7 @@ def resume_point(checkpointer, layout, optimizer, checkpoint_dir, run_facts):
                              f"({checkpointer.latest or checkpointer.state_path}). Pass --resume "
                              "to continue that run, or choose another --checkpoint_dir/--log_dir;"
                              " nothing was overwritten.")
-        return 0, 0
+        return ResumePoint()
     if committed is None:
         traces = checkpointer.latest or next((p for p in (
             os.path.join(FLAGS.log_dir, "metrics.jsonl"), os.path.join(FLAGS.log_dir, "flags.json"))
@@ -144,22 +166,28 @@ def resume_point(checkpointer, layout, optimizer, checkpoint_dir, run_facts):
             checkpointer.restore()  # raises: "--resume: no checkpoint in ..."
         logging.warning("--resume: %s holds no committed checkpoint (the run stopped before its "
                         "first one was complete): starting from the beginning.", checkpoint_dir)
-        return 0, 0
+        return ResumePoint()
     check_resume_facts(committed, run_facts)
     state = checkpointer.restore()
     epoch = state["epoch"]
+    partial = state.get("partial_epoch") or {}
+    steps_into_epoch = partial.get("steps", 0)
     if (state["global_batch"], state["steps_per_epoch"]) != (layout.global_batch,
                                                               layout.steps_per_epoch):
+        steps_into_epoch = min(steps_into_epoch * state["global_batch"] // layout.global_batch,
+                               layout.steps_per_epoch - 1)
         logging.warning(
             "Resuming a run of k·n = %d×%d with %d steps per epoch as k·n = %d×%d with %d: the "
             "rate follows the linear rule for the new global batch and the step count restarts "
-            "at epoch %d.", state["workers"], state["per_worker_batch"], state["steps_per_epoch"],
-            layout.workers, layout.per_worker_batch, layout.steps_per_epoch, epoch)
-        optimizer.iterations.assign(epoch * layout.steps_per_epoch)
+            "at epoch %d, step %d of it.", state["workers"], state["per_worker_batch"],
+            state["steps_per_epoch"], layout.workers, layout.per_worker_batch,
+            layout.steps_per_epoch, epoch, steps_into_epoch)
+        optimizer.iterations.assign(epoch * layout.steps_per_epoch + steps_into_epoch)
     if epoch >= FLAGS.epochs:
         raise TrainError(f"the checkpoint is at epoch {epoch}, not before --epochs="
                          f"{FLAGS.epochs}: raise --epochs to train further.")
-    return epoch, state["step"]
+    return ResumePoint(epoch, state["step"], steps_into_epoch,
+                       partial.get("means") if steps_into_epoch else None)
 
 
 def check_writable(flag, directory):
@@ -193,7 +221,7 @@ def run_experiment(backend: Backend) -> Run:
 
     from tf_largebatch import callbacks, schedules
     from tf_largebatch.data.layout import batch_layout
-    from tf_largebatch.experiment import checkpointing, run_log
+    from tf_largebatch.experiment import checkpointing, preemption, run_log
     from tf_largebatch.experiment.callbacks import EarlyCurveCheck
 
     backend.start()
@@ -214,8 +242,9 @@ def run_experiment(backend: Backend) -> Run:
                             "%s.", aside)
         names = list(training_set.class_names or ())
         shown = f" ({', '.join(names[:5])}{', ...' if len(names) > 5 else ''})" if names else ""
-        logging.info("%s: %d classes%s, %d training images.", training_set.name,
-                     training_set.num_classes, shown, training_set.num_examples)
+        logging.info("%s: %d classes%s, %d training images, %s validation images.",
+                     training_set.name, training_set.num_classes, shown,
+                     training_set.num_examples, training_set.eval_examples)
     schedule = builders.build_schedule(n, layout.workers, layout.steps_per_epoch)
     model = builders.build_model(training_set.num_classes, image_size,
                                  n if FLAGS.simulate_workers > 1 else None)
@@ -235,16 +264,17 @@ def run_experiment(backend: Backend) -> Run:
     if training_set.class_names:
         run_facts["class_names"] = list(training_set.class_names)
     checkpointer = backend.checkpointer(checkpoint_dir, model)
-    initial_epoch, initial_step = resume_point(checkpointer, layout, optimizer, checkpoint_dir,
-                                               run_facts)
+    start = resume_point(checkpointer, layout, optimizer, checkpoint_dir, run_facts)
+    initial_epoch = start.epoch
 
     augment_off_epoch = schedules.augmentation_off_epoch(FLAGS.epochs, FLAGS.augment_off_epochs)
-    train_data = backend.train_data(layout, initial_epoch, augment_off_epoch)
     validation, val_images = backend.validation(layout)
+    resumed = (start.epoch, start.steps_into_epoch, start.means) if start.means else None
 
     cbs = [
         *backend.first_callbacks(),
         callbacks.StopOnNonFiniteLoss(checkpoint_dir if backend.is_chief else None),
+        *([preemption.ResumedEpochMetrics(*resumed)] if resumed else []),
         run_log.GlobalMetrics(layout.steps_per_epoch * layout.process_batch, val_images,
                               backend.average),
         # After GlobalMetrics (every worker sees the same averaged losses), before the
@@ -265,7 +295,7 @@ def run_experiment(backend: Backend) -> Run:
                            commit=run_log.source_commit()), f, indent=1, default=str)
         cbs += [
             run_log.RunLogger(FLAGS.log_dir, schedule, layout.global_batch, FLAGS.log_every_step,
-                              initial_epoch, initial_step),
+                              initial_epoch, start.step),
             *backend.chief_callbacks(FLAGS.log_dir),
             checkpointing.SaveCheckpoint(checkpointer, run_facts),
         ]
@@ -273,17 +303,33 @@ def run_experiment(backend: Backend) -> Run:
                      "%d steps/epoch; %s.", layout.workers, layout.processes,
                      FLAGS.simulate_workers, n, layout.global_batch, schedule.peak_lr,
                      layout.steps_per_epoch, backend.name)
-    model.fit(
-        train_data,
-        epochs=FLAGS.epochs,
-        initial_epoch=initial_epoch,
-        steps_per_epoch=layout.steps_per_epoch,
-        **(validation if FLAGS.eval_every else {}),
-        validation_freq=FLAGS.eval_every or 1,
-        callbacks=cbs,
-        shuffle=False,  # the data order is the data rule, fixed by (seed, epoch)
-        verbose=(1 if sys.stdout.isatty() else 2) if backend.is_chief else 0,
-    )
+    watch = preemption.SignalWatch()
+    cbs.append(preemption.MidEpochCheckpoints(
+        checkpointer if backend.is_chief else None, run_facts, watch, layout.steps_per_epoch,
+        backend.any_worker, backend.average, backend.average_worker_state,
+        FLAGS.checkpoint_every_steps, resumed))
+
+    def fit(first_epoch, stop_epoch, start_step=0):
+        model.fit(
+            backend.train_data(layout, first_epoch, augment_off_epoch, start_step, stop_epoch),
+            epochs=stop_epoch,
+            initial_epoch=first_epoch,
+            steps_per_epoch=layout.steps_per_epoch - start_step,
+            **(validation if FLAGS.eval_every else {}),
+            validation_freq=FLAGS.eval_every or 1,
+            callbacks=cbs,
+            shuffle=False,  # the data order is the data rule, fixed by (seed, epoch)
+            verbose=(1 if sys.stdout.isatty() else 2) if backend.is_chief else 0,
+        )
+
+    with watch:
+        if start.steps_into_epoch:
+            # The rest of the epoch a mid-epoch checkpoint stopped in: Keras epochs have one
+            # length per `fit`, so this part is a `fit` of its own.
+            fit(initial_epoch, initial_epoch + 1, start.steps_into_epoch)
+            initial_epoch += 1
+        if initial_epoch < FLAGS.epochs and not model.stop_training:
+            fit(initial_epoch, FLAGS.epochs)
     return Run(FLAGS.log_dir, checkpoint_dir, backend.rank, backend.is_chief, model, layout)
 
 
@@ -309,16 +355,23 @@ def main(argv: list[str], backend: Backend) -> int:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     from tf_largebatch.callbacks import DivergenceError
-    from tf_largebatch.data.errors import DataError
+    from tf_largebatch.data.errors import DataError, naming_undecodable_images
     from tf_largebatch.experiment import run_log
     from tf_largebatch.experiment.checkpointing import CheckpointError
+    from tf_largebatch.experiment.preemption import PREEMPTED_EXIT_CODE, Preempted
 
     try:
-        run = run_experiment(backend)
+        with naming_undecodable_images(FLAGS.dataset, FLAGS.data_dir):
+            run = run_experiment(backend)
+    except Preempted as stop:
+        if backend.is_chief:
+            print(f"preempted: {stop}", file=sys.stderr)
+        return PREEMPTED_EXIT_CODE
     except (TrainError, CheckpointError, DataError, DivergenceError,
             run_folder.FolderInUseError) as err:
-        logging.error("%s", err)
-        print(f"error: {err}", file=sys.stderr)
+        # Once per job: every worker hits these alike, except a file only one worker reads.
+        if backend.is_chief or getattr(err, "raised_by_this_worker_only", False):
+            print(f"error: {err}", file=sys.stderr)
         return 1
     if run.is_chief:
         written = sorted(name for name in os.listdir(run.log_dir) if name != "checkpoints")
