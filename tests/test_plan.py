@@ -6,6 +6,8 @@ as steps·0.01 + (bytes / b).
 """
 
 import itertools
+import json
+import math
 import subprocess
 import sys
 
@@ -19,8 +21,11 @@ from tf_largebatch.plan import (
     binary_blocks,
     efficiency,
     fit_link,
+    flat_ring,
     halving_doubling,
     hierarchical,
+    hierarchical_crossover,
+    profile_tail_fraction,
     ring,
     step_time,
 )
@@ -205,6 +210,74 @@ def test_paper_setting():
         assert _paper(overlap=False, inter_latency_s=latency)[2] <= 0.90 <= 1.0
 
 
+# A measured profile: (time fraction of backprop, bytes share) of each gradient.
+EARLY = [(0.0, 0.5), (0.5, 0.3), (1.0, 0.2)]
+LATE = [(0.9, 0.8), (1.0, 0.2)]
+
+
+def test_profile_tail_fraction_literals():
+    # T = max(B, max_i x_i·B + (1 - S_i)·C); f = (T - max(B, C)) / min(B, C).
+    # EARLY, B = 0.1, C = 0.05: 0 + 0.05; 0.05 + 0.5·0.05 = 0.075; 0.1 + 0.2·0.05 = 0.11
+    # → T = 0.11, f = 0.01 / 0.05 = 0.2 (the share ready at the end).
+    assert profile_tail_fraction(EARLY, 0.1, 0.05) == pytest.approx(0.2)
+    # LATE, B = 0.1, C = 0.05: 0.09 + 0.05 = 0.14; 0.1 + 0.01 = 0.11 → f = 0.04 / 0.05 = 0.8.
+    assert profile_tail_fraction(LATE, 0.1, 0.05) == pytest.approx(0.8)
+    # C > B. EARLY, B = 0.05, C = 0.1: 0.1; 0.025 + 0.05; 0.05 + 0.02 → T = C, f = 0.
+    assert profile_tail_fraction(EARLY, 0.05, 0.1) == pytest.approx(0.0)
+    # LATE, B = 0.05, C = 0.1: 0.045 + 0.1 = 0.145; 0.05 + 0.02 → f = 0.045 / 0.05 = 0.9.
+    assert profile_tail_fraction(LATE, 0.05, 0.1) == pytest.approx(0.9)
+    # Shares are normalised: (0, 1), (1, 1) is half at the start, half at the end:
+    # 0.05; 0.1 + 0.5·0.05 = 0.125 → f = 0.5. Order does not matter.
+    assert profile_tail_fraction([(1.0, 1.0), (0.0, 1.0)], 0.1, 0.05) == pytest.approx(0.5)
+    assert profile_tail_fraction(LATE, 0.0, 0.05) == 0.0
+    assert profile_tail_fraction(LATE, 0.1, 0.0) == 0.0
+
+
+def test_profile_tail_fraction_reproduces_the_pipeline_time():
+    # LATE: T = 0.14 (B = 0.1, C = 0.05) and 0.145 (B = 0.05, C = 0.1), by hand above.
+    assert step_time(0.1, 0.05, tail_fraction=0.8) == pytest.approx(0.14)
+    assert step_time(0.05, 0.1, tail_fraction=0.9) == pytest.approx(0.145)
+
+
+def test_profile_tail_fraction_needs_shares():
+    with pytest.raises(ValueError, match="shares"):
+        profile_tail_fraction([], 0.1, 0.05)
+    with pytest.raises(ValueError, match="shares"):
+        profile_tail_fraction([(0.5, -1.0), (1.0, 2.0)], 0.1, 0.05)
+
+
+def test_hierarchical_crossover_literals():
+    # p = 2, g = 2, b = 1e6 B, β = 1e9 B/s, no latency: flat ring over 4 = 6·0.25e6/1e9 =
+    # 1.5 ms; inter halving/doubling p = 2: 2·0.5e6/1e9 = 1 ms; β_i > 2e6 / 0.5e-3 = 4e9.
+    inter = Link(0.0, 1e9)
+    assert hierarchical_crossover(2, 2, 1e6, inter, 0.0) == pytest.approx(4e9)
+    # α = 1e-4 s both: flat 6·(1e-4 + 2.5e-4) = 2.1 ms; inter 2e-4 + 1e-3 = 1.2 ms;
+    # 2(g-1)·α_i = 0.2 ms; β_i > 2e6 / 0.7e-3 = 2.857e9.
+    inter = Link(1e-4, 1e9)
+    beta = hierarchical_crossover(2, 2, 1e6, inter, 1e-4)
+    assert beta == pytest.approx(2e6 / 0.7e-3)
+    flat = flat_ring(2, 2, 1e6, inter, inter).seconds
+    assert hierarchical(2, 2, 1e6, inter, Link(1e-4, beta * 1.01)).seconds < flat
+    assert hierarchical(2, 2, 1e6, inter, Link(1e-4, beta * 0.99)).seconds > flat
+    # α_i = 1e-3 s: 2.1 - 2 - 1.2 < 0: the flat ring always wins.
+    assert hierarchical_crossover(2, 2, 1e6, inter, 1e-3) == math.inf
+
+
+def test_hierarchical_crossover_paper_setting():
+    # flat ring over 256: 510·(20 µs + 102e6 / (256·6.25e9) s) = 510·83.75 µs = 42.7125 ms;
+    # halving/doubling p = 32: 31.82 ms; 2·7·5 µs = 0.07 ms;
+    # β_i > 204e6 B / 10.8225 ms = 18.850 GB/s, 3.016× the 6.25 GB/s between servers.
+    beta = hierarchical_crossover(32, 8, 102e6, Link(20e-6, 50 * GBIT), 5e-6)
+    assert beta == pytest.approx(18.850e9, rel=1e-4)
+    assert beta / (50 * GBIT) == pytest.approx(3.016, rel=1e-3)
+
+
+@pytest.mark.parametrize("p,g", [(1, 8), (32, 1)])
+def test_hierarchical_crossover_needs_servers_and_gpus(p, g):
+    with pytest.raises(ValueError, match="servers"):
+        hierarchical_crossover(p, g, 1e6, LINK, 0.0)
+
+
 @pytest.mark.parametrize("algorithm,p", [(ring, 2), (ring, 4), (halving_doubling, 8),
                                          (binary_blocks, 6)])
 def test_fit_link_recovers_alpha_and_beta(algorithm, p):
@@ -267,3 +340,28 @@ def test_cli_rejects_bad_values(flag):
     result = _cli(flag)
     assert result.returncode != 0
     assert flag.split("=")[0] in result.stderr
+
+
+def test_cli_profile(tmp_path):
+    # LATE on the paper's setting, hierarchical + halving/doubling: C = 45.49 ms, B = 120:
+    # 0.9·120 + 45.49 = 153.49 ms; 120 + 0.2·45.49 = 129.10 → f = 33.49 / 45.49 = 0.736;
+    # one server (C = 13.67): max(120, 108 + 13.67, 120 + 2.734) = 122.734 ms, so
+    # efficiency 122.734 / 153.49 = 0.800, and 120 / 153.49 = 0.782 against one GPU.
+    path = tmp_path / "overlap.json"
+    path.write_text(json.dumps({"profile": {"time_fraction": [0.9, 1.0],
+                                            "bytes_share": [0.8, 0.2]}}))
+    result = _cli(f"--profile={path}")
+    assert result.returncode == 0, result.stderr
+    line = next(x for x in result.stdout.splitlines() if "+ halving_doubling" in x)
+    assert "0.736" in line and "165.5 / 153.5" in line
+    assert "0.725 / 0.782" in line and "0.808 / 0.800" in line
+    assert "exceeds 18.85 GB/s (3.02× the inter-server link)" in result.stdout
+
+
+def test_cli_profile_errors(tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text("{}")
+    result = _cli(f"--profile={bad}")
+    assert result.returncode == 2 and "--profile" in result.stderr
+    result = _cli(f"--profile={bad}", "--tail_fraction=0.1")
+    assert result.returncode == 2 and "not allowed" in result.stderr

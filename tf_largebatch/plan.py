@@ -19,10 +19,14 @@ Step time and scaling efficiency (weak scaling: n images per GPU fixed):
 
 C is the allreduce time and f (`tail_fraction`) the part of the gradient that is
 ready only at the very end of backprop (f = 0: t = forward + max(backprop, C)).
+`profile_tail_fraction` turns a measured profile (when each gradient is ready during
+backprop, benchmarks/allreduce_overlap.py) into f; `hierarchical_crossover` gives the
+intra-server bandwidth above which the hierarchical allreduce beats a flat ring.
 See docs/performance.md for the paper check and the calibration.
 """
 
 import argparse
+import json
 import math
 import sys
 from dataclasses import dataclass
@@ -228,6 +232,65 @@ def efficiency(backprop_s, allreduce_s, forward_s=0.0, overlap=True, tail_fracti
     return base / step_time(backprop_s, allreduce_s, forward_s, overlap, tail_fraction)
 
 
+def profile_tail_fraction(profile, backprop_s, allreduce_s):
+    """The f for which `step_time` with overlap equals a pipeline fed by a measured profile.
+
+    `profile`: (x_i, s_i) pairs: gradient i, a share s_i of the bytes (Σ s_i = 1), is ready
+    after a fraction x_i of backprop. The allreduce reduces all bytes in C seconds, each as
+    soon as it is ready (a fluid pipeline), so the bytes ready at or after x_i·B pass after it:
+        T = max(B, max_i [x_i·B + (1 - S_i)·C]),   S_i = Σ_{x_j < x_i} s_j.
+    `step_time` with overlap is B + f·C when C ≤ B and f·B + C when C > B, hence
+        f = (T - max(B, C)) / min(B, C), clipped to [0, 1]   (0 when B or C is 0).
+    Profiles that make gradients ready late in backprop give a large f, early ones a small f.
+    With C ≤ B, a uniform profile plus a share f_end at x = 1 gives f = f_end.
+
+    Example:
+        >>> round(profile_tail_fraction([(0.0, 0.5), (0.5, 0.3), (1.0, 0.2)], 0.1, 0.05), 6)
+        0.2
+    """
+    b, c = backprop_s, allreduce_s
+    if b <= 0 or c <= 0:
+        return 0.0
+    points = sorted(profile)
+    total = sum(share for _, share in points)
+    if not total > 0 or any(share < 0 for _, share in points):
+        raise ValueError("a profile needs shares ≥ 0 with a positive sum")
+    before, worst = 0.0, b
+    for i, (x, share) in enumerate(points):
+        if i == 0 or x > points[i - 1][0]:  # S_i: shares of strictly earlier gradients
+            worst = max(worst, x * b + (1 - before / total) * c)
+        before += share
+    return min(max((worst - max(b, c)) / min(b, c), 0.0), 1.0)
+
+
+def load_profile(path):
+    """The measured profile [(time fraction, bytes share), ...] from the JSON written by
+    benchmarks/allreduce_overlap.py: {"profile": {"time_fraction": [...], "bytes_share": [...]}}.
+    """
+    with open(path) as f:
+        profile = json.load(f)["profile"]
+    return list(zip(profile["time_fraction"], profile["bytes_share"], strict=True))
+
+
+def hierarchical_crossover(p, g, nbytes, inter, intra_latency_s, algorithm=halving_doubling):
+    """Intra-server bandwidth β_i (bytes/s) above which `hierarchical` beats `flat_ring`.
+
+    hierarchical = 2·[(g-1)·α_i + b/β_i] + T_algorithm(p, b, inter) and the flat ring
+    T_flat = 2(pg-1)·(α + b/(pg·β)) does not depend on β_i, so hierarchical is faster when
+        β_i > 2b / (T_flat - 2(g-1)·α_i - T_algorithm(p, b, inter));
+    math.inf when that denominator is ≤ 0 (the flat ring wins at any intra bandwidth).
+    Needs p ≥ 2 servers and g ≥ 2 GPUs each (otherwise the two schemes are the same).
+
+    Example: p = 2, g = 2, α = 0, β = 1 GB/s, b = 1 MB: flat 6 × 0.25 ms = 1.5 ms, inter
+    ring 1 ms, so β_i > 2 MB / 0.5 ms = 4 GB/s, 4× the link between servers.
+    """
+    if _check(p, nbytes) < 2 or _check(g, nbytes) < 2:
+        raise ValueError(f"needs ≥ 2 servers of ≥ 2 GPUs, got p = {p}, g = {g}")
+    spare = (flat_ring(p, g, nbytes, inter, inter).seconds
+             - 2 * (g - 1) * intra_latency_s - algorithm(p, nbytes, inter).seconds)
+    return 2 * nbytes / spare if spare > 0 else math.inf
+
+
 class Fit(NamedTuple):
     link: Link
     held_out_bytes: float
@@ -303,23 +366,34 @@ def plan(p, g, nbytes, inter, intra):
     return rows
 
 
-def plan_table(p, g, nbytes, backprop_s, inter, intra, forward_s=0.0, tail_fraction=0.0):
-    """The table printed by the CLI (times in ms; "none / overlap" pairs)."""
-    kw = dict(forward_s=forward_s, tail_fraction=tail_fraction)
+def plan_table(p, g, nbytes, backprop_s, inter, intra, forward_s=0.0, tail_fraction=0.0,
+               profile=None):
+    """The table printed by the CLI (times in ms; "none / overlap" pairs). With a measured
+    `profile`, f is `profile_tail_fraction` of each allreduce time (a column "f")."""
+
+    def step(seconds, overlap):
+        f = tail_fraction if profile is None else profile_tail_fraction(profile, backprop_s,
+                                                                        seconds)
+        return step_time(backprop_s, seconds, forward_s, overlap, f)
+
     out = []
     for name, cost, server in plan(p, g, nbytes, inter, intra):
-        step = [step_time(backprop_s, cost.seconds, overlap=o, **kw) for o in (False, True)]
-        vs_gpu = [efficiency(backprop_s, cost.seconds, overlap=o, **kw) for o in (False, True)]
-        vs_server = [efficiency(backprop_s, cost.seconds, overlap=o,
-                                baseline_allreduce_s=server.seconds, **kw)
-                     for o in (False, True)]
-        out.append([name, cost.steps, f"{cost.bytes_per_node / 1e6:.1f}",
-                    f"{cost.seconds * 1e3:.1f}",
-                    " / ".join(f"{s * 1e3:.1f}" for s in step),
-                    " / ".join(f"{e:.3f}" for e in vs_gpu),
-                    " / ".join(f"{e:.3f}" for e in vs_server)])
+        steps = [step(cost.seconds, o) for o in (False, True)]
+        vs_gpu = [step(0.0, o) / s for o, s in zip((False, True), steps, strict=True)]
+        vs_server = [step(server.seconds, o) / s for o, s in zip((False, True), steps,
+                                                                 strict=True)]
+        row = [name, cost.steps, f"{cost.bytes_per_node / 1e6:.1f}",
+               f"{cost.seconds * 1e3:.1f}",
+               " / ".join(f"{s * 1e3:.1f}" for s in steps),
+               " / ".join(f"{e:.3f}" for e in vs_gpu),
+               " / ".join(f"{e:.3f}" for e in vs_server)]
+        if profile is not None:
+            row.insert(4, f"{profile_tail_fraction(profile, backprop_s, cost.seconds):.3f}")
+        out.append(row)
     headers = ["allreduce", "steps", "MB/node", "allreduce ms", "step ms (none / overlap)",
                "eff. vs 1 GPU", f"eff. vs 1 server ({g} GPUs)"]
+    if profile is not None:
+        headers.insert(4, "f")
     return format_table(headers, out)
 
 
@@ -335,8 +409,12 @@ def _parser():
     ap.add_argument("--backprop_ms", type=float, default=120.0, help="backprop time per step")
     ap.add_argument("--forward_ms", type=float, default=0.0,
                     help="compute that cannot overlap communication (forward pass, update)")
-    ap.add_argument("--tail_fraction", type=float, default=0.0,
-                    help="f, part of the gradient ready only at the end of backprop")
+    tail = ap.add_mutually_exclusive_group()
+    tail.add_argument("--tail_fraction", type=float, default=0.0,
+                      help="f, part of the gradient ready only at the end of backprop")
+    tail.add_argument("--profile", metavar="JSON",
+                      help="f from a measured profile of when gradients are ready, e.g. "
+                           "benchmarks/results/allreduce_overlap.json (one f per row)")
     ap.add_argument("--inter_gbit_s", type=float, default=50.0, help="inter-server Gbit/s")
     ap.add_argument("--inter_latency_us", type=float, default=20.0,
                     help="inter-server latency per message (Ethernet: 10–50 µs)")
@@ -362,14 +440,28 @@ def main(argv=None):
         value = getattr(a, name)
         if not (math.isfinite(value) and ok(value)):
             ap.error(f"--{name} must be {rule}, got {value}")
+    try:
+        profile = load_profile(a.profile) if a.profile else None
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        ap.error(f"--profile={a.profile}: {e!r}")
     inter = Link(a.inter_latency_us * 1e-6, a.inter_gbit_s * GBIT)
     intra = Link(a.intra_latency_us * 1e-6, a.intra_gbyte_s * 1e9)
+    f = f"profile {a.profile}" if profile else f"{a.tail_fraction:g}"
     print(f"p = {a.servers} servers × g = {a.gpus_per_server} GPUs, b = {a.gradient_mb:g} MB, "
-          f"backprop {a.backprop_ms:g} ms, forward {a.forward_ms:g} ms, f = {a.tail_fraction:g}; "
+          f"backprop {a.backprop_ms:g} ms, forward {a.forward_ms:g} ms, f = {f}; "
           f"inter {a.inter_gbit_s:g} Gbit/s α {a.inter_latency_us:g} µs, "
           f"intra {a.intra_gbyte_s:g} GB/s α {a.intra_latency_us:g} µs")
     print(plan_table(a.servers, a.gpus_per_server, a.gradient_mb * 1e6, a.backprop_ms * 1e-3,
-                     inter, intra, forward_s=a.forward_ms * 1e-3, tail_fraction=a.tail_fraction))
+                     inter, intra, forward_s=a.forward_ms * 1e-3, tail_fraction=a.tail_fraction,
+                     profile=profile))
+    if a.servers > 1 and a.gpus_per_server > 1:
+        name = "halving_doubling" if is_power_of_two(a.servers) else "binary_blocks"
+        beta = hierarchical_crossover(a.servers, a.gpus_per_server, a.gradient_mb * 1e6, inter,
+                                      intra.latency_s, ALGORITHMS[name])
+        print(f"hierarchical + {name} beats the flat ring when the intra-server bandwidth "
+              f"exceeds {beta / 1e9:.2f} GB/s ({beta / inter.bandwidth_bytes_per_s:.2f}× the "
+              f"inter-server link)" if math.isfinite(beta) else
+              f"the flat ring beats hierarchical + {name} at any intra-server bandwidth")
     return 0
 
 
