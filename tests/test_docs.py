@@ -12,7 +12,8 @@ FLAG_SOURCE = ROOT / "tf_largebatch/experiment/flags.py"
 
 def defined_flags():
     """The trainer's flags, read from the source (not from the code under test)."""
-    return re.findall(r'flags\.DEFINE_\w+\(\s*"(\w+)"', FLAG_SOURCE.read_text())
+    pattern = r'flags\.DEFINE_\w+\(\s*"(\w+)"|flags\.Flag\(\s*[^"]*?"(\w+)"'  # DEFINE_flag(Flag(...
+    return [a or b for a, b in re.findall(pattern, FLAG_SOURCE.read_text())]
 
 
 def python_blocks(markdown, heading):

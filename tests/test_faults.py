@@ -247,3 +247,193 @@ def test_under_horovodrun_an_error_every_worker_hits_is_printed_once(tmp_path):
     assert result.returncode != 0
     output = result.stdout + result.stderr
     assert output.count("--resume: no checkpoint in") == 1, output[-4000:]
+
+
+# --- Issue 19: the cases a cluster job meets first. -----------------------------------------
+
+def trainer(run_dir, *args):
+    """The trainer's own command line (its error handling), on the TINY run."""
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=str(ROOT))
+    env.pop("TF_LARGEBATCH_KILL_AT", None)
+    return subprocess.run([sys.executable, "-m", "tf_largebatch.train", *TINY,
+                           f"--log_dir={run_dir}", *args], capture_output=True, text=True,
+                          cwd=ROOT, env=env, timeout=600)
+
+
+def state_of(run_dir):
+    return json.loads((run_dir / "checkpoints/run.json").read_text())
+
+
+def test_a_sigterm_in_the_first_epoch_then_resume_equals_the_uninterrupted_run(straight,
+                                                                                tmp_path):
+    # Before: ckpt-0-2 was written before any save() and had no save_counter; the resume
+    # failed with "unmatched objects: save_counter", and a fresh run was refused.
+    stopped = train(tmp_path, "--epochs=3", kill_at="step-done@2:TERM", check=False)
+    assert stopped.returncode == 75, stopped.stderr[-2000:]
+    assert (state_of(tmp_path)["checkpoint"], state_of(tmp_path)["step"]) == ("ckpt-0-2", 2)
+    train(tmp_path, "--epochs=3", "--resume")
+    assert_equals_straight(tmp_path, straight)
+
+
+def test_a_kill_after_periodic_saves_of_the_first_epoch_resumes_from_them(straight, tmp_path):
+    killed = train(tmp_path, "--epochs=3", "--checkpoint_every_steps=1", kill_at="step-done@3",
+                   check=False)  # SIGKILL as step 3 ends, before the end-of-epoch save
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    assert [e["checkpoint"] for e in state_of(tmp_path)["history"]] == ["ckpt-0-1", "ckpt-0-2"]
+    train(tmp_path, "--epochs=3", "--resume=auto")
+    assert_equals_straight(tmp_path, straight)
+
+
+def test_sigterm_during_validation_under_horovodrun_saves_the_trained_epoch(tmp_path):
+    """The signal arrives at the 5th of 32 validation batches of epoch 2 (n = 4: 128 images
+    on 2 workers): the run stops there, saves epoch 2's 3 trained steps, and the resumed run
+    evaluates epoch 2 before training epoch 3; everything equals the uninterrupted run."""
+    args = [DUMP, "--model=cifar_resnet8", "--dataset=synthetic", "--synthetic_examples=64",
+            "--per_worker_batch=4", "--steps_per_epoch=3", "--seed=3", "--warmup_epochs=1",
+            "--milestones=2", "--epochs=3", "--log_every_step"]
+    straight, run_dir = tmp_path / "straight", tmp_path / "preempted"
+    horovodrun([*args, f"--log_dir={straight}", f"--dump={straight}"])
+    env = dict(os.environ, TF_LARGEBATCH_KILL_AT="eval-batch@37:TERM")  # 32 in epoch 1, +5
+    cmd = [str(Path(sys.executable).with_name("horovodrun")), "-np", "2", "-H", "localhost:2",
+           "--gloo", sys.executable, *map(str, args), f"--log_dir={run_dir}", f"--dump={run_dir}"]
+    stopped = subprocess.run(cmd, cwd=ROOT, env=dict(env, TF_CPP_MIN_LOG_LEVEL="2",
+                                                     PYTHONPATH=str(ROOT)),
+                             capture_output=True, text=True, timeout=600)
+    output = stopped.stdout + stopped.stderr
+    assert "stopped during the validation of epoch 2 (all its 3 steps trained" in output, (
+        output[-4000:])
+    state = state_of(run_dir)
+    assert (state["checkpoint"], state["epoch"], state["step"]) == ("ckpt-1-3", 1, 6)
+    assert [r["epoch"] for r in metrics(run_dir)] == [1]  # epoch 2 not logged: no validation
+
+    horovodrun([*args, f"--log_dir={run_dir}", f"--dump={run_dir}", "--resume=auto"])
+    got, want = metrics(run_dir), metrics(straight)
+    assert [r["epoch"] for r in got] == [1, 2, 3] and [r["step"] for r in got] == [3, 6, 9]
+    for a, b in zip(got, want, strict=True):
+        for key in ("train_loss", "train_top1_error", "val_loss", "val_top1_error"):
+            assert a[key] == pytest.approx(b[key], rel=1e-6, abs=1e-7), key
+    steps = [json.loads(r)["step"] for r in (run_dir / "steps.jsonl").read_text().splitlines()]
+    assert steps == list(range(9))
+    for rank in (0, 1):
+        with np.load(straight / f"rank{rank}.npz") as a, np.load(run_dir / f"rank{rank}.npz") as b:
+            for name in a.files:
+                np.testing.assert_allclose(b[name], a[name], rtol=1e-5, atol=1e-6, err_msg=name)
+
+
+def test_resume_with_a_larger_global_batch_logs_every_step_once(tmp_path):
+    # kn = 16 (3 steps an epoch), SIGTERM as step 5 ends (2 into epoch 2); resumed at kn = 32
+    # with 2 steps an epoch: 2·16 images = 1 new step into epoch 2. The logs count updates:
+    # 0..4 before, then 5 (the rest of epoch 2) and 6, 7 (epoch 3). Before: 3, 4 twice.
+    train(tmp_path, "--epochs=3", "--log_every_step", kill_at="step-done@5:TERM", check=False)
+    resumed = train(tmp_path, "--epochs=3", "--log_every_step", "--resume",
+                    "--simulate_workers=4", "--steps_per_epoch=2")
+    assert "with 3 steps per epoch as k·n = 4×8 with 2" in resumed.stderr
+    steps = [json.loads(r)["step"] for r in (tmp_path / "steps.jsonl").read_text().splitlines()]
+    assert steps == list(range(8))
+    assert [(r["epoch"], r["step"]) for r in metrics(tmp_path)] == [(1, 3), (2, 6), (3, 8)]
+
+
+def test_a_checkpoint_dir_inside_a_live_runs_log_dir_is_refused(tmp_path):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=str(ROOT))
+    run_a = tmp_path / "a"
+    first = subprocess.Popen([sys.executable, str(DUMP), *TINY, "--epochs=400",
+                              f"--log_dir={run_a}", f"--dump={run_a}"], cwd=ROOT, env=env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        while not (run_a / "metrics.jsonl").exists():
+            assert first.poll() is None, "run A ended early"
+            time.sleep(0.5)
+        second = train(tmp_path / "b", "--epochs=2", f"--checkpoint_dir={run_a}/checkpoints",
+                       check=False)
+        assert second.returncode == 1
+        assert f"{run_a}/checkpoints is in use by a live run" in second.stderr, second.stderr
+        assert not (tmp_path / "b/metrics.jsonl").exists()
+    finally:
+        first.kill()
+        first.wait()
+
+
+@pytest.mark.parametrize("flag, named", [
+    ("--optimizer=lars", "optimizer = 'sgd'"),
+    ("--seed=4", "Resume with the run's own --seed"),
+    ("--mixed_precision=mixed_bfloat16", "mixed_precision = 'none'"),
+    # Same size (64) and class count (10), no class names: only the fingerprint differs.
+    ("--dataset=shapes", "the training files"),
+])
+def test_resume_refuses_another_optimizer_seed_precision_or_data_content(tmp_path, flag, named):
+    train(tmp_path, "--epochs=2")
+    before = state_of(tmp_path)
+    result = train(tmp_path, "--epochs=3", "--resume", flag, check=False)
+    assert result.returncode == 1 and named in result.stderr, result.stderr[-2000:]
+    assert state_of(tmp_path) == before
+
+
+def test_a_garbage_line_in_metrics_jsonl_is_one_error_naming_the_file_and_line(tmp_path):
+    train(tmp_path, "--epochs=2")
+    lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
+    (tmp_path / "metrics.jsonl").write_text(lines[0] + "\n{garbage\n" + lines[1] + "\n")
+    result = trainer(tmp_path, "--epochs=3", "--resume")
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert f"error: {tmp_path}/metrics.jsonl, line 2, is not a JSON record" in result.stderr
+
+
+def test_an_unreadable_run_json_falls_back_to_the_checkpoint_files(straight, tmp_path):
+    train(tmp_path, "--epochs=2")
+    (tmp_path / "checkpoints/run.json").write_text('{"checkpoint": "ckpt-2", "ep')
+    resumed = train(tmp_path, "--epochs=3", "--resume")
+    assert "is unreadable" in resumed.stderr and "Resumed from" in resumed.stderr
+    assert (tmp_path / "checkpoints/run.json.unreadable").read_text().startswith('{"checkp')
+    assert_equals_straight(tmp_path, straight)
+
+
+def test_a_full_disk_under_the_log_dir_is_one_error_line_and_keeps_the_checkpoints(tmp_path):
+    # strace makes every write to steps.jsonl fail with ENOSPC, as a full disk does.
+    (tmp_path / "steps.jsonl").touch()
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=str(ROOT))
+    result = subprocess.run(
+        ["strace", "-f", "-qq", "-o", "/dev/null", "-P", str(tmp_path / "steps.jsonl"),
+         "-e", "trace=write", "-e", "inject=write:error=ENOSPC:when=4",
+         sys.executable, "-m", "tf_largebatch.train", *TINY, "--epochs=2", "--log_every_step",
+         f"--log_dir={tmp_path}", "--resume=auto"],
+        capture_output=True, text=True, cwd=ROOT, env=env, timeout=600)
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert (f"error: {tmp_path}/steps.jsonl: No space left on device. To continue: free space "
+            "on that disk") in result.stderr
+    assert state_of(tmp_path)["checkpoint"] == "ckpt-1"  # epoch 1's checkpoint is kept
+
+
+def test_a_nan_before_any_checkpoint_says_none_was_saved_and_fits_the_warmup(tmp_path):
+    result = trainer(tmp_path, "--epochs=3", "--base_lr=1e12")  # gradual warmup on
+    assert result.returncode == 1 and "loss became nan" in result.stderr, result.stderr[-3000:]
+    assert "No checkpoint was saved before it." in result.stderr
+    assert "kept in" not in result.stderr
+    assert "Gradual warmup is already on" in result.stderr
+
+
+def test_a_data_file_deleted_mid_run_is_one_error_line_naming_it(tmp_path):
+    from PIL import Image
+
+    data = tmp_path / "data"
+    for split in ("train", "val"):
+        for label in ("a", "b"):
+            (data / split / label).mkdir(parents=True)
+            for i in range(8):
+                Image.new("RGB", (32, 32), (40 * i, 100, 200)).save(
+                    data / split / label / f"{i}.png")
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=str(ROOT))
+    run_dir = tmp_path / "run"
+    job = subprocess.Popen(
+        [sys.executable, "-m", "tf_largebatch.train", "--model=cifar_resnet8", "--dataset=folder",
+         f"--data_dir={data}", "--per_worker_batch=4", "--epochs=400", "--warmup=none",
+         f"--log_dir={run_dir}"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True)
+    try:
+        while not (run_dir / "metrics.jsonl").exists():
+            assert job.poll() is None, job.stderr.read()[-3000:]
+            time.sleep(0.2)
+        (data / "train/b/5.png").unlink()
+        _, stderr = job.communicate(timeout=300)
+    finally:
+        job.kill()
+    assert job.returncode == 1 and "Traceback" not in stderr, stderr[-3000:]
+    assert f"error: a data file cannot be read: {data}/train/b/5.png" in stderr, stderr[-3000:]

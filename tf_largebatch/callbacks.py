@@ -19,6 +19,7 @@ Which one to use in your own `fit`:
 """
 
 import math
+import os
 
 import keras
 from keras import ops
@@ -145,6 +146,28 @@ _ADVICE = ("Large minibatches diverge without warmup: use gradual warmup "
            "(schedules.WarmupDecay(warmup=\"gradual\"); the trainer's --warmup=gradual), more "
            "warmup epochs (warmup_epochs; --warmup_epochs), or a lower reference rate (base_lr; "
            "--base_lr).")
+_ADVICE_WITH_GRADUAL_WARMUP = (
+    "Gradual warmup is already on: warm up for more epochs (warmup_epochs; --warmup_epochs), "
+    "lower the reference rate (base_lr; --base_lr), or, past kn ≈ 8k, use LARS "
+    "(optimizers.LARS; --optimizer=lars).")
+
+
+def _advice(model):
+    """What to change after a divergence, given the model's learning-rate schedule."""
+    optimizer = getattr(model, "optimizer", None)
+    schedule = getattr(getattr(optimizer, "inner_optimizer", optimizer), "_learning_rate", None)
+    if getattr(schedule, "warmup", None) == "gradual" and getattr(schedule, "warmup_epochs", 0):
+        return _ADVICE_WITH_GRADUAL_WARMUP
+    return _ADVICE
+
+
+def _kept_checkpoint(hint):
+    """" The last good checkpoint is kept in <hint>." when `hint` names a file or a folder
+    holding one (a folder with nothing but hidden files, e.g. a lock, holds none)."""
+    if not hint or not os.path.exists(hint) or (
+            os.path.isdir(hint) and not [n for n in os.listdir(hint) if not n.startswith(".")]):
+        return " No checkpoint was saved before it."
+    return f" The last good checkpoint is kept in {hint}."
 
 
 class StopOnNonFiniteLoss(keras.callbacks.TerminateOnNaN):
@@ -174,11 +197,10 @@ class StopOnNonFiniteLoss(keras.callbacks.TerminateOnNaN):
         if loss is None or math.isfinite(float(loss)):
             return
         rate = float(ops.convert_to_numpy(_base_optimizer(self.model).learning_rate))
-        where = f" The last good checkpoint is kept in {self.checkpoint_hint}." if (
-            self.checkpoint_hint) else ""
+        where = _kept_checkpoint(self.checkpoint_hint) if self.checkpoint_hint else ""
         raise NonFiniteLossError(
             f"loss became {loss} at global step {_global_step(self.model)} (learning rate "
-            f"{rate:.6g}); training stopped.{where} {_ADVICE}"
+            f"{rate:.6g}); training stopped.{where} {_advice(self.model)}"
         )
 
 
@@ -227,7 +249,6 @@ class StopOnDivergence(keras.callbacks.Callback):
             if self.reference_loss is None and loss is not None:
                 self.reference_loss = float(loss)
             return
-        where = f" The last good checkpoint is kept in {self.checkpoint_hint}." if (
-            self.checkpoint_hint) else ""
+        where = _kept_checkpoint(self.checkpoint_hint) if self.checkpoint_hint else ""
         raise DivergenceError(f"training diverged in epoch {epoch + 1}: {problem}; stopped "
-                              f"before saving it.{where} {_ADVICE}")
+                              f"before saving it.{where} {_advice(self.model)}")

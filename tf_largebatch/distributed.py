@@ -14,8 +14,9 @@ the same jobs with the ops of `horovod.tensorflow`, which work:
   gradient inside the step's graph, so each starts as soon as backprop has produced its
   gradient (overlap); Horovod's fusion buffer batches those that arrive together.
 - `BroadcastInitialState`, `AverageBatchNormStatistics`: Keras callbacks.
+- `StopFlag`: a preemption flag that travels inside the gradient allreduce.
 - `weighted_mean()`: a metric averaged across workers by sample counts; `any_worker()`:
-  whether a flag (a preemption signal) holds on some worker.
+  whether a flag holds on some worker (one small allreduce).
 """
 
 import dataclasses
@@ -159,17 +160,60 @@ def allreduce_gradients(grads, compression=hvd.Compression.none, grouped=False):
     return out
 
 
+class StopFlag:
+    """A preemption flag that rides in the gradient allreduce: no collective of its own.
+
+    `request()` sets this worker's flag f_r ∈ {0, 1}. In every step, f_r is appended to the
+    first gradient backprop produces (the last in the list), so it is averaged with it:
+    F = (1/p) Σ_r f_r, and `agreed()` (a local read of F after the step) is true on every
+    worker after the same step when some worker asked. Why our own: Horovod has no
+    preemption agreement, and a separate allreduce per step costs a round trip of its own.
+    """
+
+    def __init__(self):
+        self.local = tf.Variable(0.0, trainable=False, name="stop_requested")
+        self.average = tf.Variable(0.0, trainable=False, name="stop_agreed")
+
+    def request(self):
+        self.local.assign(1.0)
+
+    def agreed(self) -> bool:
+        if hvd.size() == 1:  # no one to agree with: stop at this step
+            return bool(self.local.numpy() > 0)
+        return bool(self.average.numpy() > 0)
+
+    def ride(self, grads):
+        """`grads` with the flag appended to the last gradient (flattened)."""
+        index = max(i for i, g in enumerate(grads) if g is not None)
+        grad = grads[index]
+        carrier = tf.concat([tf.reshape(grad, [-1]), tf.cast(self.local, grad.dtype)[None]], 0)
+        return grads[:index] + [carrier] + grads[index + 1:], index, grad.shape
+
+    def land(self, grads, index, shape):
+        """Takes the averaged flag back out of `grads`, stores it; returns the gradients."""
+        carrier = grads[index]
+        self.average.assign(tf.cast(carrier[-1], tf.float32))
+        return grads[:index] + [tf.reshape(carrier[:-1], shape)] + grads[index + 1:]
+
+
 class _AllreduceGradients:
-    """Mixin placed before an optimizer's class: averages gradients across workers."""
+    """Mixin placed before an optimizer's class: averages gradients across workers (and,
+    with a `StopFlag`, the workers' stop flags with them)."""
 
     def apply(self, grads, trainable_variables=None):
-        grads = allreduce_gradients(list(grads), self.hvd_compression, self.hvd_grouped)
+        grads, flag = list(grads), getattr(self, "hvd_stop_flag", None)
+        if flag is not None:
+            grads, index, shape = flag.ride(grads)
+        grads = allreduce_gradients(grads, self.hvd_compression, self.hvd_grouped)
+        if flag is not None:
+            grads = flag.land(grads, index, shape)
         return super().apply(grads, trainable_variables)
 
 
 def distributed_optimizer(optimizer: keras.optimizers.Optimizer,
                           compression: str = "none",
-                          grouped: bool = False) -> keras.optimizers.Optimizer:
+                          grouped: bool = False,
+                          stop_flag: StopFlag | None = None) -> keras.optimizers.Optimizer:
     """Makes `optimizer` average its gradients across the Horovod workers.
 
     The object keeps its state, config and variables; its class becomes a
@@ -179,6 +223,7 @@ def distributed_optimizer(optimizer: keras.optimizers.Optimizer,
     does), so that every worker sees the same averaged, possibly non-finite,
     gradients and takes the same branch. `compression`: "none" or "fp16".
     `grouped`: one grouped allreduce after backprop instead of one op per gradient.
+    `stop_flag`: a `StopFlag` that rides in the gradients' allreduce (preemption).
 
     Example:
         >>> context = distributed.init()
@@ -195,6 +240,7 @@ def distributed_optimizer(optimizer: keras.optimizers.Optimizer,
     optimizer.__class__ = type(f"Distributed{base.__name__}", (_AllreduceGradients, base), {})
     optimizer.hvd_compression = compressions[compression]
     optimizer.hvd_grouped = grouped
+    optimizer.hvd_stop_flag = stop_flag
     return optimizer
 
 

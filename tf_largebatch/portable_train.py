@@ -14,6 +14,7 @@ code (`experiment.runner`). What differs, all of it below:
 - no TensorBoard (it needs TensorFlow).
 """
 
+import hashlib
 import os
 
 os.environ.setdefault("KERAS_BACKEND", "jax")
@@ -76,8 +77,9 @@ class PortableBackend(runner.Backend):
         if FLAGS.num_classes is not None and FLAGS.num_classes != len(classes):
             raise runner.TrainError(f"{FLAGS.data_dir} has {len(classes)} classes but "
                                     f"--num_classes={FLAGS.num_classes}.")
+        digest = hashlib.sha256(self.train_x.tobytes() + self.train_y.tobytes()).hexdigest()
         return runner.TrainingSet(len(self.train_x), len(classes), FLAGS.data_dir,
-                                  tuple(classes), len(self.eval_x))
+                                  tuple(classes), len(self.eval_x), digest[:16])
 
     def train_data(self, layout, start_epoch, augment_off_epoch, start_step=0, stop_epoch=None):
         from tf_largebatch.data import arrays

@@ -57,7 +57,8 @@ class HorovodBackend(runner.Backend):
                            cache=FLAGS.cache)
         train = self.sources["train"]
         return runner.TrainingSet(train.num_examples, train.num_classes, train.name,
-                                  train.class_names, self.sources["eval"].num_examples)
+                                  train.class_names, self.sources["eval"].num_examples,
+                                  train.fingerprint)
 
     def train_data(self, layout, start_epoch, augment_off_epoch, start_step=0, stop_epoch=None):
         from tf_largebatch import data
@@ -81,8 +82,16 @@ class HorovodBackend(runner.Backend):
     def wrap_optimizer(self, optimizer):
         from tf_largebatch import distributed
 
+        self.stop_flag = distributed.StopFlag()
         return distributed.distributed_optimizer(
-            optimizer, "fp16" if FLAGS.fp16_allreduce else "none", FLAGS.grouped_allreduce)
+            optimizer, "fp16" if FLAGS.fp16_allreduce else "none", FLAGS.grouped_allreduce,
+            self.stop_flag)
+
+    def request_stop(self):
+        self.stop_flag.request()
+
+    def stop_agreed(self):
+        return self.stop_flag.agreed()
 
     def checkpointer(self, directory, model):
         from tf_largebatch.experiment import checkpointing

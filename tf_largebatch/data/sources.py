@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
+import hashlib
 import os
 import re
 from collections.abc import Callable, Sequence
@@ -55,6 +56,9 @@ class Source:
       num_classes: number of classes, when known.
       class_names: class names in label order, when known.
       name: human-readable description, for messages.
+      fingerprint: sha256 of what identifies the examples (file names, labels and sizes;
+        shard names and sizes; a generator's parameters), so that a resume can tell another
+        data set of the same size and classes apart.
     """
 
     num_examples: int
@@ -63,6 +67,22 @@ class Source:
     num_classes: int | None = None
     class_names: tuple[str, ...] | None = None
     name: str = ""
+    fingerprint: str | None = None
+
+
+def fingerprint(*parts) -> str:
+    """sha256 (hex, 16 digits) of `parts`, each written with repr on its own line."""
+    digest = hashlib.sha256()
+    for part in parts:
+        digest.update(repr(part).encode() + b"\n")
+    return digest.hexdigest()[:16]
+
+
+def _files_fingerprint(paths, labels=None, root=""):
+    """Fingerprint of a file list: relative names, labels and sizes in bytes."""
+    labels = [None] * len(paths) if labels is None else [int(x) for x in labels]
+    return fingerprint(*((os.path.relpath(p, root) if root else os.path.basename(p), label,
+                          os.path.getsize(p)) for p, label in zip(paths, labels, strict=True)))
 
 
 def get_source(
@@ -120,7 +140,8 @@ def folder_source(data_dir: str, split: str) -> Source:
     def read(index):
         return tf.io.read_file(tf.gather(paths_t, index)), tf.gather(labels_t, index)
 
-    return Source(len(paths), read, True, len(classes), classes, f"image folder {data_dir}")
+    return Source(len(paths), read, True, len(classes), classes, f"image folder {data_dir}",
+                  _files_fingerprint(paths, labels, data_dir))
 
 
 # ----------------------------------------------------------------------------- records
@@ -147,7 +168,7 @@ def _indexed_records(files: Sequence[str], parse, name: str, check=None) -> Sour
         payload.set_shape([])
         return parse(payload)
 
-    return Source(len(offsets), read, True, name=name)
+    return Source(len(offsets), read, True, name=name, fingerprint=_files_fingerprint(files))
 
 
 def _read_labels_txt(data_dir: str) -> tuple[str, ...] | None:
@@ -259,7 +280,8 @@ def tfds_source(name: str, data_dir: str | None, split: str, download: bool = Fa
             image, label = tf.numpy_function(fetch, [i], (tf.string, tf.int32), stateful=False)
             return tf.ensure_shape(image, []), tf.ensure_shape(label, [])
 
-        src = Source(len(data), read, True, name=desc)
+        src = Source(len(data), read, True, name=desc,
+                     fingerprint=fingerprint(name, str(info.version), tfds_split, len(data)))
     return dataclasses.replace(
         src,
         num_classes=len(label_names) if label_names else None,
@@ -291,7 +313,9 @@ def synthetic_source(num_examples: int, image_size: int, num_classes: int, split
         label = tf.random.stateless_uniform([], label_key, 0, num_classes, dtype=tf.int32)
         return tf.cast(image, tf.uint8), label
 
-    return Source(num_examples, read, False, num_classes, None, f"synthetic {split} data")
+    return Source(num_examples, read, False, num_classes, None, f"synthetic {split} data",
+                  fingerprint("synthetic", _SYNTHETIC_SEED, split, num_examples, image_size,
+                              num_classes))
 
 
 def shapes_source(num_examples: int, image_size: int, num_classes: int, split: str) -> Source:
@@ -322,7 +346,9 @@ def shapes_source(num_examples: int, image_size: int, num_classes: int, split: s
         image = tf.clip_by_value(image, 0.0, 1.0) * 255.0
         return tf.cast(tf.round(image), tf.uint8), label
 
-    return Source(num_examples, read, False, num_classes, None, f"shapes {split} data")
+    return Source(num_examples, read, False, num_classes, None, f"shapes {split} data",
+                  fingerprint("shapes", _SYNTHETIC_SEED + 1, split, num_examples, image_size,
+                              num_classes))
 
 
 # ----------------------------------------------------------------------------- cache

@@ -19,7 +19,8 @@ so far (`partial_epoch` in run.json).
 `TF_LARGEBATCH_KILL_AT=<point>[@N][:SIGNAL]` sends SIGKILL (or SIGNAL, e.g. `TERM`) to the
 process the N-th time (default 1st) it reaches `<point>` (`checkpoint-saved`: the
 checkpoint files are written, run.json is not; `state-written`: the new run.json is written
-under its temporary name, not renamed; `step-done`: a training step ended): the
+under its temporary name, not renamed; `step-done`: a training step ended; `eval-batch`: a
+validation batch ended): the
 fault-injection hook of the crash tests.
 """
 
@@ -27,6 +28,7 @@ import glob
 import json
 import os
 import re
+import shutil
 import signal
 
 import keras
@@ -81,6 +83,7 @@ class _Checkpoints:
         self.model = model
         self.keep = keep
         self.state_path = os.path.join(directory, STATE)
+        self.log_step_offset = 0  # the logs' step minus the optimizer's (see runner.resume_point)
 
     # Format-specific parts.
     def _write(self, name):
@@ -108,9 +111,32 @@ class _Checkpoints:
             with open(self.state_path) as f:
                 return json.load(f)
         except (OSError, ValueError) as err:
+            return self._state_from_files(err)
+
+    def _state_from_files(self, err):
+        """run.json is unreadable: the commit point is lost, the checkpoints may not be. Their
+        names give each one's epoch (and steps into the next); restore() reads the step from
+        the checkpoint itself. The unreadable file is kept as run.json.unreadable."""
+        found = [(path, re.fullmatch(r"ckpt-(\d+)(?:-(\d+))?", os.path.basename(path).split(
+            ".")[0])) for path in self._files()]
+        history = [dict(checkpoint=os.path.basename(path), epoch=int(m.group(1)), step=None,
+                        **({"partial_epoch": {"steps": int(m.group(2))}} if m.group(2) else {}))
+                   for path, m in found if m]
+        if not history:
             raise CheckpointError(
-                f"{self.state_path} is unreadable ({err}); the checkpoints cannot be resumed "
-                "without it. Restore the file or start a new run elsewhere.") from err
+                f"{self.state_path} is unreadable ({err}) and {self.directory} holds no "
+                "checkpoint files. Restore run.json or start a new run elsewhere.") from err
+        if not os.path.exists(self.state_path + ".unreadable"):
+            try:
+                shutil.copyfile(self.state_path, self.state_path + ".unreadable")
+            except OSError:
+                pass
+        logging.warning("%s is unreadable (%s): resuming from the checkpoint files themselves "
+                        "(newest %s); the facts run.json kept (k·n, training means of a partial "
+                        "epoch) are taken from this run's flags. The unreadable file is kept as "
+                        "%s.unreadable.", self.state_path, err, history[-1]["checkpoint"],
+                        STATE)
+        return dict(history[-1], history=history)
 
     @property
     def latest(self):
@@ -126,7 +152,8 @@ class _Checkpoints:
         path = self._write(name)
         fault_point("checkpoint-saved")
         step = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
-        entry = dict(checkpoint=os.path.basename(path), epoch=epoch, step=step)
+        entry = dict(checkpoint=os.path.basename(path), epoch=epoch, step=step,
+                     log_step=step + self.log_step_offset)
         if partial_epoch:
             entry["partial_epoch"] = partial_epoch
         previous = self.committed() or {}
@@ -154,6 +181,9 @@ class _Checkpoints:
             except Exception as err:  # noqa: BLE001  (TF and h5py raise many kinds)
                 failures.append((path, err))
                 continue
+            if entry["step"] is None:  # rebuilt without run.json: the checkpoint's own step
+                entry = dict(entry, step=int(keras.ops.convert_to_numpy(
+                    self.model.optimizer.iterations)))
             if failures:
                 logging.warning("Skipped checkpoints that could not be read: %s.", "; ".join(
                     f"{p} ({str(e).splitlines()[0] if str(e) else type(e).__name__})"
@@ -186,7 +216,12 @@ class Checkpointer(_Checkpoints):
         return self.checkpoint.write(os.path.join(self.directory, name))
 
     def _read(self, path, step):
-        self.checkpoint.restore(path).assert_existing_objects_matched()
+        # `read` through a fresh object: `restore` would create `save_counter` first, which a
+        # mid-epoch `write()` (made before any `save()`) never stored, and the match failed.
+        import tensorflow as tf
+
+        reader = tf.train.Checkpoint(model=self.model, optimizer=self.model.optimizer)
+        reader.read(path).assert_existing_objects_matched()
 
     def _files(self):
         return checkpoint_files(self.directory, ".index")
@@ -217,7 +252,8 @@ class WeightsFileCheckpointer(_Checkpoints):
     def _read(self, path, step):
         self.model.load_weights(path)
         restored = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
-        if restored != step:  # Keras only warns when the optimizer's variables differ
+        # Keras only warns when the optimizer's variables differ.
+        if step is not None and restored != step:
             raise ValueError(f"optimizer step {restored}, run.json says {step}")
 
     def _remove_all_but(self, kept):

@@ -1,13 +1,20 @@
-"""Preemption and mid-epoch checkpoints: a SIGTERM or SIGINT costs at most the step in flight.
+"""Preemption and mid-epoch checkpoints: a SIGTERM or SIGINT costs no finished step.
 
-On SIGTERM (what SLURM and Kubernetes send before a kill) or SIGINT, every worker finishes
-its current step; at that step's end the workers agree that one of them was signalled (one
-allreduce per step), rank 0 saves a checkpoint at exactly that step, and every worker raises
-`Preempted`, which the trainer turns into exit status 75 (EX_TEMPFAIL, "try again") and a
-one-line message. `--resume` then continues mid-epoch at that step: the data order and the
-augmentation are functions of (seed, epoch, index), so the resumed run sees the same batches
-and ends with the same weights as an uninterrupted one. `--checkpoint_every_steps` adds the
-same mid-epoch saves periodically, for kills that give no warning.
+On SIGTERM (what SLURM and Kubernetes send before a kill) or SIGINT:
+- during training, every worker finishes its step and raises its stop flag, which travels
+  with the next step's gradients (`distributed.StopFlag`: one more number in a gradient's
+  allreduce, so watching for a signal costs no collective of its own); after that step
+  every worker reads the same agreed flag, rank 0 saves a checkpoint at exactly that step;
+- during validation, the workers agree after the validation batch in flight (one small
+  allreduce a validation batch), the evaluation stops, and rank 0 saves the epoch's
+  training (all its steps, its training means); the resumed run evaluates that epoch
+  first, then trains on;
+then every worker raises `Preempted`, which the trainer turns into exit status 75
+(EX_TEMPFAIL, "try again") and a one-line message. `--resume` (or `--resume=auto`) then
+continues at that step: the data order and the augmentation are functions of (seed, epoch,
+index), so the resumed run sees the same batches and ends with the same weights as an
+uninterrupted one. `--checkpoint_every_steps` adds the same mid-epoch saves periodically,
+for kills that give no warning.
 
 Why our own: Keras's `BackupAndRestore(save_freq=N)` restarts an interrupted epoch from its
 first step, and TensorFlow's `PreemptionCheckpointHandler` needs a `tf.distribute` strategy.
@@ -29,15 +36,19 @@ PREEMPTED_EXIT_CODE = 75  # sysexits.h EX_TEMPFAIL: a temporary failure, to be r
 
 
 class Preempted(Exception):
-    """Training stopped on a signal after saving a checkpoint at global step `step`."""
+    """Training stopped on a signal after saving a checkpoint at global step `step`;
+    `in_validation`: the epoch's training was complete and its validation was cut short."""
 
-    def __init__(self, signal_name, epoch, step, steps_per_epoch):
+    def __init__(self, signal_name, epoch, step, steps_per_epoch, in_validation=False):
         self.step = step
         done = step - epoch * steps_per_epoch
+        where = (f"stopped during the validation of epoch {epoch + 1} (all its "
+                 f"{steps_per_epoch} steps trained; the resumed run evaluates it first)"
+                 if in_validation else
+                 f"stopped after step {done} of {steps_per_epoch} in epoch {epoch + 1}")
         super().__init__(
-            f"{signal_name} received: stopped after step {done} of {steps_per_epoch} in epoch "
-            f"{epoch + 1} (global step {step}), checkpoint saved. Run the same command with "
-            "--resume to continue from that step.")
+            f"{signal_name} received: {where} (global step {step}), checkpoint saved. Run the "
+            "same command with --resume (or --resume=auto) to continue from that step.")
 
 
 class SignalWatch:
@@ -101,51 +112,79 @@ class MidEpochCheckpoints(keras.callbacks.Callback):
     """Saves a checkpoint mid-epoch on a signal (then raises `Preempted`) or every
     `every_steps` global steps. Runs on every worker, last in the callback list.
 
+    A signal during training is acted on after at most one more step: the flag travels with
+    that step's gradients, every worker reads the same agreed value and stops at the same
+    step. A signal during validation is acted on after the validation batch in flight (one
+    small allreduce a validation batch): the evaluation stops, the epoch's training (all its
+    steps) is saved, and the resumed run evaluates that epoch before training on.
+
     Args:
       checkpointer: the run's `checkpointing` object on rank 0, None on the other ranks.
       run_facts: the facts run.json keeps beside each checkpoint.
       watch: the `SignalWatch` of this process.
       steps_per_epoch: S, the global batches of an epoch.
-      any_worker: `any_worker(flag) -> bool`, True when `flag` holds on some worker.
-      average: `average(value, count)`, the mean of a metric over the workers.
-      average_worker_state: `average_worker_state(model)` averages what differs between
-        workers and is not trained (BN moving statistics: an exponential moving average is
-        linear, so averaging mid-epoch leaves the epoch-end average as it would have been).
+      workers: an `experiment.workers.Workers` (the trainer's backend).
       every_steps: periodic saves (0: only on a signal).
       resumed: (epoch, steps, means) of a mid-epoch resume, or None.
     """
 
-    def __init__(self, checkpointer, run_facts, watch, steps_per_epoch, any_worker, average,
-                 average_worker_state, every_steps=0, resumed=None):
+    def __init__(self, checkpointer, run_facts, watch, steps_per_epoch, workers, every_steps=0,
+                 resumed=None):
         super().__init__()
         self.checkpointer, self.run_facts, self.watch = checkpointer, run_facts, watch
         self.steps_per_epoch, self.every_steps = steps_per_epoch, every_steps
-        self.any_worker, self.average = any_worker, average
-        self.average_worker_state = average_worker_state
-        self.resumed = resumed
+        self.workers, self.resumed = workers, resumed
+        self.requested = False
 
     def on_epoch_begin(self, epoch, logs=None):
         self.epoch = epoch
+        self.last_logs, self.steps_in_fit = None, 0
 
     def on_train_batch_end(self, batch, logs=None):
         from tf_largebatch.experiment.checkpointing import fault_point
 
         fault_point("step-done")
+        self.last_logs, self.steps_in_fit = logs, batch + 1
+        if self.watch.received is not None and not self.requested:
+            self.workers.request_stop()
+            self.requested = True
         step = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
         done = step - self.epoch * self.steps_per_epoch  # steps of this epoch so far
-        preempted = self.any_worker(self.watch.received is not None)
+        preempted = self.workers.stop_agreed()
         periodic = bool(self.every_steps) and step % self.every_steps == 0
-        if not preempted and not (periodic and done < self.steps_per_epoch):
+        if preempted or (periodic and done < self.steps_per_epoch):
+            self._save(step, done)
+        if preempted:
+            self._stop(step)
+
+    def on_test_batch_end(self, batch, logs=None):
+        from tf_largebatch.experiment.checkpointing import fault_point
+
+        fault_point("eval-batch")
+        if not hasattr(self, "epoch") or not self.workers.any_worker(
+                self.watch.received is not None):
             return
-        means = {key: float(logs[key]) for key in training_keys(logs or {})}
+        step = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
+        self._save(step, self.steps_per_epoch)
+        self._stop(step, in_validation=True)
+
+    def _epoch_means(self):
+        """This epoch's training means so far, averaged over the workers."""
+        logs = self.last_logs or {}
+        means = {key: float(logs[key]) for key in training_keys(logs)}
         if self.resumed and self.resumed[0] == self.epoch:
-            means = combine_means(self.resumed[2], self.resumed[1], means, batch + 1)
-        means = {key: self.average(value, 1) for key, value in sorted(means.items())}
-        self.average_worker_state(self.model)
+            means = combine_means(self.resumed[2], self.resumed[1], means, self.steps_in_fit
+                                  ) if means else dict(self.resumed[2])
+        return {key: self.workers.average(value, 1) for key, value in sorted(means.items())}
+
+    def _save(self, step, done):
+        means = self._epoch_means()
+        self.workers.average_worker_state(self.model)
         if self.checkpointer is not None:
             self.checkpointer.save(self.epoch, self.run_facts,
                                    partial_epoch=dict(steps=done, means=means))
-        if preempted:
-            self.any_worker(False)  # every worker waits for rank 0's save before exiting
-            raise Preempted(self.watch.received or "a signal on another worker", self.epoch,
-                            step, self.steps_per_epoch)
+
+    def _stop(self, step, in_validation=False):
+        self.workers.any_worker(False)  # every worker waits for rank 0's save before exiting
+        raise Preempted(self.watch.received or "a signal on another worker", self.epoch, step,
+                        self.steps_per_epoch, in_validation)

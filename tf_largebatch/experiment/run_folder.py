@@ -1,10 +1,10 @@
 """Owned run folders: one live run per folder, and no fresh run over another run's logs.
 
 `claim(log_dir, checkpoint_dir, resume, overwrite)` runs on the chief before training:
-- it takes an exclusive `flock` on `<log_dir>/.lock` (and on `<checkpoint_dir>/.lock` when
-  that is elsewhere), held until the process ends (the kernel releases it even after
-  SIGKILL), so a second live run into the same folders is refused with the first one's
-  host, pid and start time;
+- it takes an exclusive `flock` on `<log_dir>/.lock` and on `<checkpoint_dir>/.lock` (also
+  when that is inside log_dir: a second run may name it as its own --checkpoint_dir), held
+  until the process ends (the kernel releases it even after SIGKILL), so a second live run
+  into the same folders is refused with the first one's host, pid and start time;
 - a fresh run (no --resume) into a folder that already holds a run's logs or checkpoints is
   refused; with --overwrite those are moved aside into `<log_dir>/replaced-<time>/`, so
   nothing already written is lost.
@@ -62,8 +62,8 @@ def claim(log_dir, checkpoint_dir, resume, overwrite):
     """Locks the folders and checks that a fresh run replaces nothing (see the module doc);
     returns the folder the earlier files were moved to with `overwrite`, else None."""
     _lock(log_dir)
-    inside = os.path.abspath(checkpoint_dir).startswith(os.path.abspath(log_dir) + os.sep)
-    if not inside:  # a --checkpoint_dir elsewhere is claimed too
+    if os.path.abspath(checkpoint_dir) != os.path.abspath(log_dir):
+        # Locked even inside log_dir: another run may name it as its own --checkpoint_dir.
         _lock(checkpoint_dir)
     if resume:
         return None

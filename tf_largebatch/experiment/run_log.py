@@ -34,17 +34,26 @@ def source_commit() -> str | None:
     return sha + ("-dirty" if dirty else "")
 
 
+class CorruptLogError(ValueError):
+    """A line of a run's .jsonl log is not a JSON record (and not a line cut by a kill)."""
+
+
 def read_jsonl(path: str) -> list[dict]:
     """The records of a .jsonl file; a last line cut short by a kill is left out."""
     with open(path) as f:
-        lines = [line for line in f if line.strip()]
+        lines = f.readlines()
     records = []
     for number, line in enumerate(lines):
+        if not line.strip():
+            continue
         try:
             records.append(json.loads(line))
-        except json.JSONDecodeError:
+        except json.JSONDecodeError as err:
             if number < len(lines) - 1 or line.endswith("\n"):
-                raise
+                raise CorruptLogError(
+                    f"{path}, line {number + 1}, is not a JSON record ({err.msg}: "
+                    f"{line.strip()[:60]!r}). Delete or repair that line (the checkpoints are "
+                    "not affected), then run the same command again.") from None
     return records
 
 
@@ -63,11 +72,14 @@ def _keep_jsonl(path, keep):
 
 
 def _append_jsonl(path, record, sync):
-    with open(path, "a") as f:
-        f.write(json.dumps(record) + "\n")
-        if sync:
-            f.flush()
-            os.fsync(f.fileno())
+    try:
+        with open(path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+            if sync:
+                f.flush()
+                os.fsync(f.fileno())
+    except OSError as err:  # a failed write names no file: name it for the error line
+        raise OSError(err.errno, err.strerror, path) from err
 
 
 def _percent(value):
@@ -100,9 +112,9 @@ def summary(log_dir: str) -> str:
         if last.get(key) is not None:
             lines.append(f"  {name} {_percent(first.get(key))} (epoch {first['epoch']}) → "
                          f"{_percent(last[key])} (epoch {last['epoch']})")
-    timed = records[1:] or records
-    speed = sum(r["images_per_sec"] for r in timed) / len(timed)
-    lines.append(f"  speed            {speed:,.0f} images/s")
+    timed = [r["images_per_sec"] for r in records[1:] or records if r.get("images_per_sec")]
+    if timed:
+        lines.append(f"  speed            {sum(timed) / len(timed):,.0f} images/s")
     lines.append(f"Curves: python -m tf_largebatch.curves {log_dir} "
                  f"--out={os.path.join(log_dir, 'curves.png')}")
     return "\n".join(lines)
@@ -147,17 +159,21 @@ class GlobalMetrics(keras.callbacks.Callback):
 class RunLogger(keras.callbacks.Callback):
     """Writes metrics.jsonl (and steps.jsonl) in `log_dir`; chief worker only.
 
-    `schedule` gives the rate of global step t; `images_per_step` is k·n. A run resumed from
-    the checkpoint of epoch `initial_epoch` (global step `initial_step`) first drops the lines
-    that checkpoint does not cover (epoch > initial_epoch, step ≥ initial_step), so every
-    epoch is logged exactly once; then lines are only appended (each epoch's fsynced).
+    `schedule` gives the rate of global step t; `images_per_step` is k·n. The logged step is
+    the optimizer's plus `step_offset` (the updates taken before a resume that changed k·n,
+    which restarts the optimizer's count in the new units), so logged steps only increase.
+    A run resumed from the checkpoint of epoch `initial_epoch` (logged step `initial_step`)
+    first drops the lines that checkpoint does not cover (epoch > initial_epoch, step ≥
+    initial_step), so every epoch and step is logged exactly once; then lines are only
+    appended (each epoch's fsynced).
     """
 
     def __init__(self, log_dir, schedule, images_per_step, log_every_step=False,
-                 initial_epoch=0, initial_step=0):
+                 initial_epoch=0, initial_step=0, step_offset=0):
         super().__init__()
         self.initial_epoch = initial_epoch
         self.initial_step = initial_step
+        self.step_offset = step_offset
         self.log_dir = log_dir
         self.schedule = schedule
         self.images_per_step = images_per_step
@@ -194,7 +210,8 @@ class RunLogger(keras.callbacks.Callback):
         loss = (batch + 1) * mean - batch * self.previous_mean
         self.previous_mean = mean
         step = self._step() - 1
-        _append_jsonl(self.steps_path, {"step": step, "lr": self._lr(step), "loss": loss},
+        _append_jsonl(self.steps_path, {"step": step + self.step_offset, "lr": self._lr(step),
+                                        "loss": loss},
                       sync=False)
 
     def on_test_begin(self, logs=None):
@@ -207,15 +224,17 @@ class RunLogger(keras.callbacks.Callback):
         train_seconds = self.train_seconds or time.time() - self.epoch_start
         record = {
             "epoch": epoch + 1,  # epochs completed
-            "step": step,
+            "step": step + self.step_offset,
             "lr": self._lr(step - 1),
             "train_loss": logs.get("loss"),
             "train_top1_error": logs.get("top1_error"),
             "val_loss": logs.get("val_loss"),
             "val_top1_error": logs.get("val_top1_error"),
             "val_top5_error": logs.get("val_top5_error"),
+            # None for an epoch whose training a checkpoint saved whole (only its validation
+            # ran in this process): no steps were timed.
             "images_per_sec": (step - self.epoch_first_step) * self.images_per_step
-            / max(train_seconds, 1e-9),
+            / max(train_seconds, 1e-9) if step > self.epoch_first_step else None,
             "wall_s": time.time() - self.start,
         }
         _append_jsonl(self.metrics_path, record, sync=True)

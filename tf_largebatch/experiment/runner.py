@@ -11,12 +11,14 @@ checkpoints are written. Everything else is here, once:
 import dataclasses
 import json
 import os
+import re
 import sys
 
 from absl import logging
 
 from tf_largebatch.experiment import builders, run_folder
 from tf_largebatch.experiment.flags import FLAGS, trainer_flag_values
+from tf_largebatch.experiment.workers import Workers
 
 
 class TrainError(RuntimeError):
@@ -44,12 +46,14 @@ class TrainingSet:
     name: str
     class_names: tuple | None = None
     eval_examples: int | None = None
+    fingerprint: str | None = None  # of the training examples (see data.sources.Source)
 
 
-class Backend:
+class Backend(Workers):
     """The parts of a run that differ between trainers; subclasses override these hooks.
 
-    `start()` runs first and sets `processes`, `rank` and `is_chief`.
+    `start()` runs first and sets `processes`, `rank` and `is_chief`. As a `Workers` it also
+    gives the callbacks what they need from the workers (averages, the stop agreement).
     """
 
     name = "base"
@@ -80,18 +84,6 @@ class Backend:
     def checkpointer(self, directory, model):
         raise NotImplementedError
 
-    def average(self, value, count):
-        """Mean of a metric across workers, weighted by each worker's count."""
-        return float(value)
-
-    def any_worker(self, flag):
-        """True when `flag` holds on some worker (every worker calls it)."""
-        return bool(flag)
-
-    def average_worker_state(self, model):
-        """Makes the per-worker state that rank 0's checkpoint would otherwise lose (BN
-        moving statistics) the average over workers; every worker calls it."""
-
     def first_callbacks(self):
         """Callbacks that run before the recipe's (e.g. the initial broadcast)."""
         return []
@@ -105,14 +97,19 @@ class Backend:
         return {}
 
 
-# Facts of a run that a resume must not change silently, and the flag that sets each.
+# Facts of a run that a resume must not change silently, and the flag that sets each. (k and
+# n may change: a job restarted on another number of workers; the resume warns and rescales.)
 RESUME_MUST_MATCH = {
     "model": "--model",
+    "optimizer": "--optimizer",
+    "mixed_precision": "--mixed_precision",
+    "seed": "--seed",
     "base_lr": "--base_lr",
     "base_batch": "--base_batch",
     "train_examples": "--dataset/--data_dir (the training set's size)",
     "num_classes": "--dataset/--data_dir (the class count)",
     "class_names": "--dataset/--data_dir (the class names)",
+    "data_fingerprint": "--dataset/--data_dir (the training files: names, labels, sizes)",
 }
 
 
@@ -130,18 +127,23 @@ def check_resume_facts(state, run_facts):
 @dataclasses.dataclass
 class ResumePoint:
     """Where a run starts: after `epoch` complete epochs and `steps_into_epoch` steps of the
-    next (whose training metrics so far are `means`); `step` is the checkpoint's global step."""
+    next (whose training metrics so far are `means`); `log_step` is the number of updates the
+    run had taken (the logs' step) and `log_step_offset` what to add to the optimizer's step
+    to get it: 0 unless k·n changed, which restarts the optimizer's step count in the new
+    units while the logs keep counting updates (so their steps stay unique and increasing)."""
 
     epoch: int = 0
-    step: int = 0
+    log_step: int = 0
     steps_into_epoch: int = 0
     means: dict | None = None
+    log_step_offset: int = 0
 
 
 def resume_point(checkpointer, layout, optimizer, checkpoint_dir, run_facts) -> ResumePoint:
     """Where to start from, by one policy for every trainer.
 
     A fresh run refuses a --checkpoint_dir that already holds checkpoints. A resumed run
+    (--resume, or --resume=auto when the folders hold a run)
     continues after the newest committed checkpoint (run.json), skipping unreadable ones; a
     folder whose run was killed before its first commit starts from the beginning, with a
     warning. If k·n or the steps per epoch changed (a job restarted on another number of
@@ -150,6 +152,8 @@ def resume_point(checkpointer, layout, optimizer, checkpoint_dir, run_facts) -> 
     same place in the epoch's order, rounded down to a whole new global batch), with a
     warning saying so. The model, the reference rate and the data set must not change.
     """
+    import keras
+
     committed = checkpointer.committed()
     if not FLAGS.resume:
         if committed is not None or checkpointer.latest is not None:
@@ -163,6 +167,8 @@ def resume_point(checkpointer, layout, optimizer, checkpoint_dir, run_facts) -> 
             os.path.join(FLAGS.log_dir, "metrics.jsonl"), os.path.join(FLAGS.log_dir, "flags.json"))
             if os.path.exists(p)), None)
         if traces is None:
+            if FLAGS.resume == "auto":  # nothing here yet: the first attempt of a job
+                return ResumePoint()
             checkpointer.restore()  # raises: "--resume: no checkpoint in ..."
         logging.warning("--resume: %s holds no committed checkpoint (the run stopped before its "
                         "first one was complete): starting from the beginning.", checkpoint_dir)
@@ -172,10 +178,15 @@ def resume_point(checkpointer, layout, optimizer, checkpoint_dir, run_facts) -> 
     epoch = state["epoch"]
     partial = state.get("partial_epoch") or {}
     steps_into_epoch = partial.get("steps", 0)
-    if (state["global_batch"], state["steps_per_epoch"]) != (layout.global_batch,
-                                                              layout.steps_per_epoch):
-        steps_into_epoch = min(steps_into_epoch * state["global_batch"] // layout.global_batch,
-                               layout.steps_per_epoch - 1)
+    log_step = state.get("log_step", state["step"])
+    before = (state.get("global_batch", layout.global_batch),  # absent: run.json was lost
+              state.get("steps_per_epoch", layout.steps_per_epoch))
+    if before != (layout.global_batch, layout.steps_per_epoch):
+        if steps_into_epoch < state["steps_per_epoch"]:  # else: trained, not yet evaluated
+            steps_into_epoch = min(steps_into_epoch * state["global_batch"]
+                                   // layout.global_batch, layout.steps_per_epoch - 1)
+        else:
+            steps_into_epoch = layout.steps_per_epoch
         logging.warning(
             "Resuming a run of k·n = %d×%d with %d steps per epoch as k·n = %d×%d with %d: the "
             "rate follows the linear rule for the new global batch and the step count restarts "
@@ -186,8 +197,10 @@ def resume_point(checkpointer, layout, optimizer, checkpoint_dir, run_facts) -> 
     if epoch >= FLAGS.epochs:
         raise TrainError(f"the checkpoint is at epoch {epoch}, not before --epochs="
                          f"{FLAGS.epochs}: raise --epochs to train further.")
-    return ResumePoint(epoch, state["step"], steps_into_epoch,
-                       partial.get("means") if steps_into_epoch else None)
+    step = int(keras.ops.convert_to_numpy(optimizer.iterations))
+    checkpointer.log_step_offset = log_step - step
+    return ResumePoint(epoch, log_step, steps_into_epoch,
+                       partial.get("means") if steps_into_epoch else None, log_step - step)
 
 
 def check_writable(flag, directory):
@@ -258,11 +271,15 @@ def run_experiment(backend: Backend) -> Run:
 
     run_facts = dict(workers=layout.workers, processes=layout.processes, per_worker_batch=n,
                      global_batch=layout.global_batch, steps_per_epoch=layout.steps_per_epoch,
-                     model=FLAGS.model, base_lr=FLAGS.base_lr, base_batch=FLAGS.base_batch,
+                     model=FLAGS.model, optimizer=FLAGS.optimizer,
+                     mixed_precision=FLAGS.mixed_precision, seed=FLAGS.seed,
+                     base_lr=FLAGS.base_lr, base_batch=FLAGS.base_batch,
                      train_examples=training_set.num_examples,
                      num_classes=training_set.num_classes)
     if training_set.class_names:
         run_facts["class_names"] = list(training_set.class_names)
+    if training_set.fingerprint:
+        run_facts["data_fingerprint"] = training_set.fingerprint
     checkpointer = backend.checkpointer(checkpoint_dir, model)
     start = resume_point(checkpointer, layout, optimizer, checkpoint_dir, run_facts)
     initial_epoch = start.epoch
@@ -295,7 +312,7 @@ def run_experiment(backend: Backend) -> Run:
                            commit=run_log.source_commit()), f, indent=1, default=str)
         cbs += [
             run_log.RunLogger(FLAGS.log_dir, schedule, layout.global_batch, FLAGS.log_every_step,
-                              initial_epoch, start.step),
+                              initial_epoch, start.log_step, start.log_step_offset),
             *backend.chief_callbacks(FLAGS.log_dir),
             checkpointing.SaveCheckpoint(checkpointer, run_facts),
         ]
@@ -306,8 +323,7 @@ def run_experiment(backend: Backend) -> Run:
     watch = preemption.SignalWatch()
     cbs.append(preemption.MidEpochCheckpoints(
         checkpointer if backend.is_chief else None, run_facts, watch, layout.steps_per_epoch,
-        backend.any_worker, backend.average, backend.average_worker_state,
-        FLAGS.checkpoint_every_steps, resumed))
+        backend, FLAGS.checkpoint_every_steps, resumed))
 
     def fit(first_epoch, stop_epoch, start_step=0):
         model.fit(
@@ -322,8 +338,27 @@ def run_experiment(backend: Backend) -> Run:
             verbose=(1 if sys.stdout.isatty() else 2) if backend.is_chief else 0,
         )
 
+    def evaluate_trained_epoch(epoch):
+        """The end of an epoch whose training a checkpoint saved whole, but whose validation
+        a signal cut short: its validation, then its log line and checkpoint, as `fit` would
+        have done (the training means are the saved ones)."""
+        callback_list = keras.callbacks.CallbackList(cbs, model=model)
+        callback_list.on_train_begin()
+        callback_list.on_epoch_begin(epoch)
+        logs = dict(start.means or {})
+        if FLAGS.eval_every and (epoch + 1) % FLAGS.eval_every == 0:
+            val_logs = model.evaluate(validation["validation_data"],
+                                      steps=validation["validation_steps"], callbacks=cbs,
+                                      verbose=0, return_dict=True)
+            logs.update({"val_" + key: value for key, value in val_logs.items()})
+        callback_list.on_epoch_end(epoch, logs)
+        callback_list.on_train_end()
+
     with watch:
-        if start.steps_into_epoch:
+        if start.steps_into_epoch == layout.steps_per_epoch:
+            evaluate_trained_epoch(initial_epoch)
+            initial_epoch += 1
+        elif start.steps_into_epoch:
             # The rest of the epoch a mid-epoch checkpoint stopped in: Keras epochs have one
             # length per `fit`, so this part is a `fit` of its own.
             fit(initial_epoch, initial_epoch + 1, start.steps_into_epoch)
@@ -331,6 +366,36 @@ def run_experiment(backend: Backend) -> Run:
         if initial_epoch < FLAGS.epochs and not model.stop_training:
             fit(initial_epoch, FLAGS.epochs)
     return Run(FLAGS.log_dir, checkpoint_dir, backend.rank, backend.is_chief, model, layout)
+
+
+def io_problem(err: OSError) -> str:
+    """One line for an I/O failure: the file, the cause, the fix, and what is kept."""
+    import errno
+
+    where = err.filename or "a file of the run"
+    fix = {errno.ENOSPC: "free space on that disk or choose another --log_dir/--checkpoint_dir",
+           errno.EDQUOT: "free space within your quota or choose another --log_dir",
+           errno.EACCES: "make it writable by this user or choose another --log_dir",
+           errno.EROFS: "choose a --log_dir/--checkpoint_dir on a writable disk",
+           errno.ENOENT: "restore it (a data file must stay in place while a run reads it)",
+           }.get(err.errno, "fix the cause")
+    return (f"{where}: {err.strerror or err}. To continue: {fix}, then run the same command "
+            "with --resume (the checkpoints committed in run.json are kept).")
+
+
+def data_file_problem(err: Exception) -> str | None:
+    """One line for TensorFlow's error on a data file that vanished or cannot be read
+    mid-run (it names the file); None for other errors."""
+    tf = sys.modules.get("tensorflow")
+    if not (tf and isinstance(err, tf.errors.NotFoundError | tf.errors.PermissionDeniedError)):
+        return None
+    lines = [line.strip() for line in str(getattr(err, "message", err)).splitlines()]
+    first = next((line for line in lines if re.search(r"No such file|[Pp]ermission denied",
+                                                      line)), lines[-1] if lines else "")
+    first = re.sub(r"\s*\[\[\{\{node .*", "", first).rstrip(" .")
+    return (f"a data file cannot be read: {first}. Restore it (or point --data_dir at a "
+            "complete copy of the same data), then run the same command with --resume (the "
+            "checkpoints committed in run.json are kept).")
 
 
 HELP_FLAGS = ("-h", "-?", "--help", "--helpshort", "--helpfull", "--helpxml")
@@ -368,10 +433,19 @@ def main(argv: list[str], backend: Backend) -> int:
             print(f"preempted: {stop}", file=sys.stderr)
         return PREEMPTED_EXIT_CODE
     except (TrainError, CheckpointError, DataError, DivergenceError,
-            run_folder.FolderInUseError) as err:
+            run_folder.FolderInUseError, run_log.CorruptLogError) as err:
         # Once per job: every worker hits these alike, except a file only one worker reads.
         if backend.is_chief or getattr(err, "raised_by_this_worker_only", False):
             print(f"error: {err}", file=sys.stderr)
+        return 1
+    except OSError as err:  # a log or checkpoint write (full disk, permissions), a file gone
+        print(f"error: {io_problem(err)}", file=sys.stderr)
+        return 1
+    except Exception as err:
+        message = data_file_problem(err)
+        if message is None:
+            raise
+        print(f"error: {message}", file=sys.stderr)
         return 1
     if run.is_chief:
         written = sorted(name for name in os.listdir(run.log_dir) if name != "checkpoints")
