@@ -5,9 +5,17 @@ names) and the contiguous cut ``[i*N//S, (i+1)*N//S)``; records are read back wi
 own ``TFRecordDataset`` and ``tf.train.Example`` and compared by sha256 of the image bytes.
 """
 
+import builtins
+import errno
+import fcntl
 import hashlib
 import json
+import os
 import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,6 +25,7 @@ from tf_largebatch import data
 from tf_largebatch.data import convert, errors
 
 RNG = np.random.default_rng(7)
+REPO = Path(__file__).resolve().parents[1]
 
 
 def jpeg(size=8):
@@ -180,3 +189,206 @@ def test_other_errors_pass_through_unchanged(tmp_path):
     with pytest.raises(KeyError):
         with errors.naming_undecodable_images("folder", str(tree)):
             raise KeyError("x")
+
+
+# ------------------------------------------------------------------- kills and I/O failures
+# A 12 + 4 image tree cut into 4 + 2 shards: train shards of 3 images, validation of 2.
+KILL_TREE = {"train": (("a", 6), ("b", 6)), "val": (("a", 2), ("b", 2))}
+WRITE_ORDER = [*(f"train-{i:05d}-of-00004" for i in range(4)),
+               *(f"validation-{i:05d}-of-00002" for i in range(2))]
+
+
+def expected_records(tree):
+    """Shard name -> [(sha256, label)], worked out from the tree: sorted classes and files, cut
+    ``[i*N//S, (i+1)*N//S)``."""
+    shards = {}
+    for split, prefix, total in (("train", "train", 4), ("val", "validation", 2)):
+        classes = sorted(p.name for p in (tree / split).iterdir())
+        images = [(sha(f), label) for label, c in enumerate(classes)
+                  for f in sorted((tree / split / c).iterdir())]
+        for i in range(total):
+            part = images[i * len(images) // total : (i + 1) * len(images) // total]
+            shards[f"{prefix}-{i:05d}-of-{total:05d}"] = part
+    return shards
+
+
+def cli_args(tree, out, workers=1):
+    return [f"--input_dir={tree}", f"--output_dir={out}", "--shards_train=4", "--shards_val=2",
+            f"--workers={workers}"]
+
+
+def run_killed(tree, out, kill_at, workers=1):
+    """Runs the converter in a subprocess that SIGKILLs itself at ``kill_at``."""
+    env = {**os.environ, "TF_LARGEBATCH_KILL_AT": kill_at}
+    run = subprocess.run([sys.executable, "-m", "tf_largebatch.data.convert",
+                          *cli_args(tree, out, workers)],
+                         capture_output=True, text=True, timeout=300, cwd=REPO, env=env)
+    assert run.returncode == -signal.SIGKILL, run.stderr
+    return run
+
+
+def rerun(tree, out, caplog, monkeypatch):
+    """Re-runs in process; returns (written, already complete) as logged."""
+    monkeypatch.delenv("TF_LARGEBATCH_KILL_AT", raising=False)
+    caplog.clear()
+    assert convert.main(cli_args(tree, out)) == 0
+    found = re.findall(r"\((\d+) written, (\d+) already complete\)", caplog.text)
+    assert len(found) == 1, caplog.text
+    return tuple(map(int, found[0]))
+
+
+def temporaries(out):
+    return [p.name for p in out.iterdir() if ".tmp" in p.name]
+
+
+def assert_converted(tree, out):
+    expected = expected_records(tree)
+    assert listing(out) == ["labels.txt", "manifest.json", *sorted(expected)]
+    for name, want in expected.items():
+        assert records(out / name) == want, name
+    assert src_count(out) == 12
+
+
+def src_count(out):
+    return data.get_source("tfrecord", str(out), "train", image_size=8).num_examples
+
+
+@pytest.mark.parametrize("k, workers", [(2, 1), (5, 1), (3, 2)])
+def test_a_converter_killed_after_k_shards_reuses_those_k_on_the_next_run(
+        tmp_path, caplog, monkeypatch, k, workers):
+    tree, out = make_tree(tmp_path / "tree", **KILL_TREE), tmp_path / "out"
+    run_killed(tree, out, f"shard-written@{k}", workers)
+    present = [name for name in WRITE_ORDER if (out / name).exists()]
+    if workers == 1:  # in order, one at a time: the kill came before shard k was begun
+        assert present == WRITE_ORDER[:k]
+    else:  # another thread may have renamed a shard it had no time to record
+        assert k <= len(present) <= k + 1
+    before = {name: (out / name).stat() for name in present}
+
+    assert rerun(tree, out, caplog, monkeypatch) == (len(WRITE_ORDER) - k, k)
+    kept = [name for name in present if (out / name).stat().st_ino == before[name].st_ino
+            and (out / name).stat().st_mtime_ns == before[name].st_mtime_ns]
+    assert len(kept) == k
+    if workers == 1:
+        assert kept == WRITE_ORDER[:k]
+    assert not temporaries(out)
+    assert_converted(tree, out)
+
+
+@pytest.mark.parametrize("earlier", [False, True], ids=["fresh", "over an earlier conversion"])
+def test_a_shard_half_written_at_a_kill_is_rewritten_and_temporaries_are_removed(
+        tmp_path, caplog, monkeypatch, earlier):
+    tree, out = make_tree(tmp_path / "tree", **KILL_TREE), tmp_path / "out"
+    if earlier:  # converted, then image 4 (train/a/004.jpg, shard 1 of 4) replaced
+        convert.convert(str(tree), str(out), 4, 2, workers=1)
+        old = (out / WRITE_ORDER[1]).read_bytes()
+        (tree / "train" / "a" / "004.jpg").write_bytes(jpeg())
+        run_killed(tree, out, "shard-record@2")  # in the only shard to rewrite: its 2nd record
+        assert (out / WRITE_ORDER[1]).read_bytes() == old
+        half, complete = WRITE_ORDER[1], [n for n in WRITE_ORDER if n != WRITE_ORDER[1]]
+    else:  # 3 records in each of shards 0 and 1, then 1 of shard 2
+        run_killed(tree, out, "shard-record@7")
+        assert [name for name in WRITE_ORDER if (out / name).exists()] == WRITE_ORDER[:2]
+        half, complete = WRITE_ORDER[2], WRITE_ORDER[:2]
+    assert [name.partition(".tmp-")[0] for name in temporaries(out)] == [half]
+    # Left by writers that are gone (pid 1 is alive, but holds no lock on the folder).
+    (out / f"{WRITE_ORDER[3]}.tmp-1").write_bytes(b"partial")
+    (out / "manifest.json.tmp-4194304").write_text("{")
+    before = {name: (out / name).stat() for name in complete}
+
+    assert rerun(tree, out, caplog, monkeypatch) == (len(WRITE_ORDER) - len(complete),
+                                                      len(complete))
+    for name in complete:
+        assert (out / name).stat().st_ino == before[name].st_ino
+        assert (out / name).stat().st_mtime_ns == before[name].st_mtime_ns
+    assert not temporaries(out)
+    assert_converted(tree, out)
+
+
+def error_lines(err):
+    assert "Traceback" not in err
+    lines = [line for line in err.splitlines() if "error:" in line]
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+def test_a_second_converter_into_the_same_folder_stops_with_an_error(tmp_path, capsys):
+    tree, out = make_tree(tmp_path / "tree", **KILL_TREE), tmp_path / "out"
+    out.mkdir()
+    holder = os.open(out, os.O_RDONLY)  # what a running converter holds
+    fcntl.flock(holder, fcntl.LOCK_EX)
+    try:
+        assert convert.main(cli_args(tree, out)) == 1
+    finally:
+        os.close(holder)
+    line = error_lines(capsys.readouterr().err)
+    assert line == (f"python -m tf_largebatch.data.convert: error: {out}: another converter is "
+                    "writing to this folder; wait for it to finish or pass another --output_dir")
+    assert listing(out) == []
+    assert convert.main(cli_args(tree, out)) == 0
+    assert_converted(tree, out)
+
+
+def test_a_full_disk_ends_in_one_error_line_and_keeps_the_complete_shards(
+        tmp_path, capsys, caplog, monkeypatch):
+    tree, out = make_tree(tmp_path / "tree", **KILL_TREE), tmp_path / "out"
+    real = tf.io.TFRecordWriter
+
+    class FillsTheDiskOnShard2(real):
+        """The disk fills up at the 2nd record of train shard 2 (TensorFlow's error for ENOSPC)."""
+
+        def __init__(self, path, *args):
+            super().__init__(path, *args)
+            self.path, self.count = path, 0
+
+        def write(self, record):
+            self.count += 1
+            if WRITE_ORDER[2] in self.path and self.count == 2:
+                raise tf.errors.ResourceExhaustedError(
+                    None, None, f"{self.path}; No space left on device")
+            super().write(record)
+
+    monkeypatch.setattr(tf.io, "TFRecordWriter", FillsTheDiskOnShard2)
+    assert convert.main(cli_args(tree, out)) == 1
+    line = error_lines(capsys.readouterr().err)
+    assert line.startswith(f"python -m tf_largebatch.data.convert: error: cannot write "
+                           f"{out / WRITE_ORDER[2]}: No space left on device; free space on the "
+                           f"disk of {out} or pass another --output_dir")
+    assert [name for name in WRITE_ORDER if (out / name).exists()] == WRITE_ORDER[:2]
+    assert not temporaries(out)
+    before = {name: (out / name).stat() for name in WRITE_ORDER[:2]}
+
+    monkeypatch.setattr(tf.io, "TFRecordWriter", real)
+    assert rerun(tree, out, caplog, monkeypatch) == (4, 2)
+    for name in WRITE_ORDER[:2]:
+        assert (out / name).stat().st_ino == before[name].st_ino
+    assert_converted(tree, out)
+
+
+def test_a_read_only_output_folder_ends_in_one_error_line_and_keeps_the_shards(
+        tmp_path, capsys, caplog, monkeypatch):
+    tree, out = make_tree(tmp_path / "tree", **KILL_TREE), tmp_path / "out"
+    convert.convert(str(tree), str(out), 4, 2, workers=1)
+    (tree / "train" / "b" / "003.jpg").write_bytes(jpeg())  # image 9: shard 3 to rewrite
+    before = {name: (out / name).stat() for name in WRITE_ORDER}
+    out.chmod(0o555)
+    if os.geteuid() == 0:  # root writes into read-only folders: refuse as the kernel would
+        def read_only_open(file, mode="r", *args, **kwargs):
+            if str(file).startswith(str(out)) and set(mode) & set("wax+"):
+                raise PermissionError(errno.EACCES, "Permission denied", str(file))
+            return builtins.open(file, mode, *args, **kwargs)
+
+        monkeypatch.setattr(convert, "open", read_only_open, raising=False)
+    try:
+        assert convert.main(cli_args(tree, out)) == 1
+    finally:
+        out.chmod(0o755)
+        monkeypatch.delattr(convert, "open", raising=False)
+    line = error_lines(capsys.readouterr().err)
+    assert line == (f"python -m tf_largebatch.data.convert: error: cannot write "
+                    f"{out / 'labels.txt'}: Permission denied; make {out} writable or pass "
+                    "another --output_dir, then re-run (the complete shards are kept and reused)")
+    for name in WRITE_ORDER:
+        assert (out / name).stat().st_ino == before[name].st_ino
+    assert rerun(tree, out, caplog, monkeypatch) == (1, 5)
+    assert_converted(tree, out)
