@@ -21,5 +21,8 @@ demo: setup
 lint: setup
 	$(BIN)/ruff check .
 
+# launchers/install_test_tools.sh: SLURM, munge and strace for the tests (apt-get as root;
+# otherwise it names the command to run). Does nothing when they are installed.
 test: lint
+	@launchers/install_test_tools.sh
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest -q

@@ -29,11 +29,11 @@ if [ ! -d "$DATA_DIR/train" ]; then
   tar -xzf "$CIFAR_TAR" -C "$(dirname "$DATA_DIR")"
 fi
 for name in "$@"; do
-  resume=()
-  [ -f "$RUNS/$name/checkpoints/run.json" ] && resume=(--resume)
   start=$(date +%s)
+  # --resume=auto: continues a run that was interrupted, starts one that never ran (and
+  # refuses folders that hold another run).
   "${launch[@]}" -m "$TRAINER" --flagfile="configs/$name.cfg" --data_dir="$DATA_DIR" \
-    --log_dir="$RUNS/$name" "${resume[@]}" || echo "$name stopped with status $?" >&2
+    --log_dir="$RUNS/$name" --resume=auto || echo "$name stopped with status $?" >&2
   echo "$name: $(( $(date +%s) - start )) s" >&2
   mkdir -p "$RESULTS/$name"
   cp "$RUNS/$name/metrics.jsonl" "$RUNS/$name/flags.json" "$RESULTS/$name/" 2>/dev/null || true
