@@ -6,7 +6,8 @@
           → CLIs (curves, plan, install_check)
 
 An arrow only points down the list; `distributed` (the Horovod bridge) is used by the
-Horovod trainer only, so the core and the portable trainer stay free of Horovod."""
+Horovod trainer only, so the core and the portable trainer stay free of Horovod. `faults`
+(the crash tests' kill hook) is a leaf that every layer may use."""
 
 import ast
 
@@ -52,7 +53,11 @@ def test_the_experiment_core_sits_below_the_trainers_and_clis():
 def test_the_data_package_does_not_reach_up():
     for path in sorted((PACKAGE / "data").glob("*.py")):
         tops = {top(name) for name in imports_of(path)}
-        assert tops <= {"data"}, (path.name, tops)
+        assert tops <= {"data", "faults"}, (path.name, tops)
+
+
+def test_the_fault_hook_is_a_leaf():
+    assert imports_of(PACKAGE / "faults.py") == set()
 
 
 def test_the_portable_trainer_stands_beside_the_horovod_one_not_on_it():

@@ -194,7 +194,8 @@ def test_runner_follows_the_schedule_and_resumes_exactly(png_tree, tmp_path):
         assert (flags["workers"], flags["global_batch"], flags["steps_per_epoch"]) == (4, 16, 3)
     # Only the last 3 checkpoints are kept; the resumed run ends where the straight one does,
     # momentum buffers and step included.
-    names = sorted(os.listdir(tmp_path / "straight/checkpoints"))
+    names = sorted(n for n in os.listdir(tmp_path / "straight/checkpoints")
+                   if n != ".lock")  # the run's lock on its checkpoint folder
     assert names == ["ckpt-1.weights.h5", "ckpt-2.weights.h5", "ckpt-3.weights.h5", "run.json"]
     straight = weights(tmp_path / "straight/checkpoints/ckpt-3.weights.h5")
     again = weights(tmp_path / "resumed/checkpoints/ckpt-3.weights.h5")

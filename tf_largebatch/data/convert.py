@@ -40,7 +40,7 @@ kept and a re-run reuses them.
 Fault injection (the crash tests): ``TF_LARGEBATCH_KILL_AT=shard-written@N`` kills the
 converter once N shards are complete and recorded, ``shard-record@N`` after the N-th record
 written by any shard (so with a shard half-written); see
-:func:`tf_largebatch.experiment.checkpointing.fault_point`.
+:func:`tf_largebatch.faults.fault_point`.
 """
 
 from __future__ import annotations
@@ -63,7 +63,7 @@ from absl import logging
 from tf_largebatch.data import preprocess, tfrecord
 from tf_largebatch.data.errors import DataError
 from tf_largebatch.data.folders import folder_splits, list_image_folder
-from tf_largebatch.experiment.checkpointing import fault_point
+from tf_largebatch.faults import fault_point
 
 try:
     from tqdm import tqdm

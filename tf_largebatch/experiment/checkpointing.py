@@ -29,34 +29,17 @@ import json
 import os
 import re
 import shutil
-import signal
 
 import keras
 from absl import logging
+
+from tf_largebatch.faults import fault_point
 
 STATE = "run.json"
 
 
 class CheckpointError(RuntimeError):
     """A checkpoint directory that cannot be used as asked."""
-
-
-_reached = {}
-
-
-def fault_point(name):
-    """Kills this process (SIGKILL, as the OOM killer or a node failure would; or the signal
-    named after a colon) when TF_LARGEBATCH_KILL_AT is `name`, `name@N` or `name@N:SIGNAL` and
-    this is the N-th time (default 1st) it reaches `name`: the crash tests' hook; a no-op
-    otherwise."""
-    target, _, signal_name = os.environ.get("TF_LARGEBATCH_KILL_AT", "").partition(":")
-    point, _, count = target.partition("@")
-    if point != name:
-        return
-    _reached[name] = _reached.get(name, 0) + 1
-    if _reached[name] == int(count or 1):
-        os.kill(os.getpid(), signal.Signals["SIG" + signal_name] if signal_name
-                else signal.SIGKILL)
 
 
 def write_json_atomically(path, value):

@@ -141,7 +141,7 @@ class MidEpochCheckpoints(keras.callbacks.Callback):
         self.last_logs, self.steps_in_fit = None, 0
 
     def on_train_batch_end(self, batch, logs=None):
-        from tf_largebatch.experiment.checkpointing import fault_point
+        from tf_largebatch.faults import fault_point
 
         fault_point("step-done")
         self.last_logs, self.steps_in_fit = logs, batch + 1
@@ -158,7 +158,7 @@ class MidEpochCheckpoints(keras.callbacks.Callback):
             self._stop(step)
 
     def on_test_batch_end(self, batch, logs=None):
-        from tf_largebatch.experiment.checkpointing import fault_point
+        from tf_largebatch.faults import fault_point
 
         fault_point("eval-batch")
         if not hasattr(self, "epoch") or not self.workers.any_worker(
