@@ -264,6 +264,9 @@ def test_a_job_requeued_mid_epoch_in_validation_and_before_its_time_limit_resume
         wait_for(requeued, f"requeue ({name})", interval=0.5, diagnostics=diagnostics)
         times[name] = time.monotonic() - signalled
         state = committed(run_dir)
+        # slurmd counts a credential made in the same second as the job's revocation as
+        # revoked ("Job credential revoked": the job fails), so let a second pass first.
+        time.sleep(2)
         # A requeued job waits about 2 minutes (Reason=BeginTime) unless told otherwise.
         slurm.run("scontrol", "update", f"jobid={job}", "StartTime=now")
         return state
