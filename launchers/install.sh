@@ -7,7 +7,8 @@
 #   TF_EXTRA=gpu launchers/install.sh   # GPU host: tensorflow[and-cuda], NCCL
 #
 # Environment: VENV (default .venv), PYTHON (default python3.11),
-# TF_EXTRA (cpu | gpu; default gpu when nvidia-smi works, else cpu).
+# TF_EXTRA (cpu | gpu; default gpu when nvidia-smi works, else cpu),
+# HOROVOD_WITH_MPI=1 / HOROVOD_WITHOUT_MPI=1 (default: MPI when mpicxx compiles against mpi.h).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
@@ -58,7 +59,18 @@ echo "install.sh: installing $tf_req"
 # 4. horovod from source, against the TensorFlow just installed.
 if ! "$VENV/bin/python" -c "import horovod, horovod.tensorflow as h; assert horovod.__version__ == '$HOROVOD_VERSION'; assert h.gloo_built()" >/dev/null 2>&1; then
   export HOROVOD_WITH_TENSORFLOW=1 HOROVOD_WITH_GLOO=1 HOROVOD_WITHOUT_PYTORCH=1 HOROVOD_WITHOUT_MXNET=1
-  if command -v mpicxx >/dev/null 2>&1; then export HOROVOD_WITH_MPI=1; else export HOROVOD_WITHOUT_MPI=1; fi
+  # MPI only where it can be compiled against: Debian's openmpi-bin (a dependency of other
+  # packages) brings mpicxx without mpi.h, and horovod's cmake then fails.
+  if [ -z "${HOROVOD_WITH_MPI:-}${HOROVOD_WITHOUT_MPI:-}" ]; then
+    if command -v mpicxx >/dev/null 2>&1 &&
+       printf '#include <mpi.h>\nint main() { return 0; }\n' | mpicxx -x c++ - -o /dev/null >/dev/null 2>&1; then
+      export HOROVOD_WITH_MPI=1
+    else
+      export HOROVOD_WITHOUT_MPI=1
+      command -v mpicxx >/dev/null 2>&1 &&
+        echo "install.sh: mpicxx cannot compile against mpi.h (Debian: apt-get install -y libopenmpi-dev); building horovod without MPI (Gloo only)"
+    fi
+  fi
   [ "$TF_EXTRA" = gpu ] && export HOROVOD_GPU_OPERATIONS=NCCL
   echo "install.sh: building horovod==$HOROVOD_VERSION from source (about 4 minutes on 2 cores)"
   PATH="$VENV/bin:$PATH" "${PIP[@]}" install -q --no-build-isolation --no-cache-dir "horovod==$HOROVOD_VERSION" ||
