@@ -56,7 +56,7 @@ def test_weight_decay_callback_sets_the_variable():
                                              final_fraction=0.5)
     x, y = data()
     model = tiny_model()
-    model.compile(optimizers.MomentumSGD(0.1, weight_decay=0.0),
+    model.compile(optimizers.MomentumSGD(0.1, l2=0.0),
                   keras.losses.SparseCategoricalCrossentropy(True))
     history = model.fit(x, y, batch_size=4, epochs=2, verbose=0,
                         callbacks=[callbacks.WeightDecayScheduler(schedule)])

@@ -9,7 +9,7 @@ so it applies whether the rate comes from a schedule or from these callbacks.
 Which one to use in your own `fit`:
 - the rate: pass a schedule (`schedules.goyal_schedule`) as the optimizer's
   `learning_rate`; `StepLearningRateScheduler` only when the rate must stay a float;
-- weight decay: a `schedules.WeightDecaySchedule` as the optimizer's `weight_decay`,
+- weight decay: a `schedules.WeightDecaySchedule` as the optimizer's `l2` (coupled L2),
   or `WeightDecayScheduler` with a float λ;
 - augmentation off at the end: with the package's pipelines, pass
   `augment_off_epoch=schedules.augmentation_off_epoch(T, E)` to `data.train_dataset`;
@@ -73,7 +73,7 @@ class WeightDecayScheduler(keras.callbacks.Callback):
 
     For `optimizers.MomentumSGD`/`LARS` built with a float λ (Codreanu et al.:
     `schedules.WeightDecaySchedule`, 5e-5 doubled for the last 5–7%). Passing the
-    schedule as the optimizer's `weight_decay` does the same inside the graph.
+    schedule as the optimizer's `l2` does the same inside the graph.
     Adds `weight_decay` to the epoch logs.
 
     Args:

@@ -1,4 +1,4 @@
-"""SGD with momentum correction and coupled L2 weight decay, and LARS.
+"""SGD with momentum correction and coupled L2 weight decay (`l2`), and LARS.
 
 Keras's SGD keeps the rate inside the velocity (v ← m·v + η·g, w ← w − v), so
 when η changes the old velocity carries the old rate. Goyal et al. §2.3
@@ -9,17 +9,34 @@ correct it:
     w ← w − v                            (Nesterov: w ← w − (m·v + η_t·g))
 
 which follows exactly the trajectory of v ← m·v + g, w ← w − η_t·v (the form
-PyTorch uses). Keras's `weight_decay` is decoupled (w ← w − η·λ·w outside the
-momentum), which is not the paper's, so it is not used here.
+PyTorch uses). The decay is coupled: λ·w joins the gradient before the momentum, the
+gradient of the L2 penalty (λ/2)·‖w‖² — hence its name here, `l2`. Keras's optimizers'
+`weight_decay` (and AdamW's) is decoupled, w ← w − η·λ·w apart from the gradient and the
+momentum: other math, so these optimizers do not take that name (`weight_decay=` is a
+deprecated alias of `l2=`, kept for old code and saved configs).
 """
 
 import re
+import warnings
 
 import keras
 from keras import ops
 
 # Matched with re.search against variable names: BN γ/β and every bias.
 DEFAULT_EXCLUDE = ("gamma", "beta", "bias")
+DEFAULT_L2 = 1e-4  # the paper's λ
+
+
+def _l2_from_alias(l2, weight_decay, stacklevel):
+    """λ from `l2=` or from its deprecated alias `weight_decay=` (which warns)."""
+    if weight_decay is None:
+        return DEFAULT_L2 if l2 is None else l2
+    if l2 is not None:
+        raise ValueError("pass l2= only: weight_decay= is its deprecated alias (both were given)")
+    warnings.warn("MomentumSGD/LARS(weight_decay=...) is deprecated: it is coupled L2 "
+                  "(g ← g + λ·w before the momentum), not Keras's decoupled weight_decay; "
+                  "pass l2=... instead.", DeprecationWarning, stacklevel=stacklevel + 1)
+    return weight_decay
 
 
 @keras.saving.register_keras_serializable(package="tf_largebatch")
@@ -30,11 +47,13 @@ class MomentumSGD(keras.optimizers.SGD):
         learning_rate: float or a Keras `LearningRateSchedule` of the global step.
         momentum: m (0.9).
         nesterov: Nesterov momentum.
-        weight_decay: λ, a float or a schedule of the global step
-            (e.g. `schedules.WeightDecaySchedule`); added to the gradient.
+        l2: λ of the coupled L2 weight decay g ← g + λ·w (before the momentum), a float
+            or a schedule of the global step (e.g. `schedules.WeightDecaySchedule`);
+            None: 1e-4, the paper's. Not Keras's decoupled `weight_decay`.
         momentum_correction: scale v by η_t/η_{t−1} when the rate changes.
         exclude_from_weight_decay: variable-name regexes that get no weight
             decay (and, in LARS by default, no trust-ratio adaptation).
+        weight_decay: deprecated alias of `l2` (warns with a DeprecationWarning).
 
     Example:
         >>> schedule = schedules.goyal_schedule(32, 256, steps_per_epoch=156)
@@ -46,19 +65,21 @@ class MomentumSGD(keras.optimizers.SGD):
         learning_rate=0.1,
         momentum=0.9,
         nesterov=False,
-        weight_decay=1e-4,
+        l2=None,
         momentum_correction=True,
         exclude_from_weight_decay=DEFAULT_EXCLUDE,
         name=None,
+        weight_decay=None,
         **kwargs,
     ):
+        l2 = _l2_from_alias(l2, weight_decay, stacklevel=2)
         super().__init__(
             learning_rate=learning_rate, momentum=float(momentum), nesterov=nesterov,
             name=name or type(self).__name__, **kwargs,
         )
-        if isinstance(weight_decay, dict):
-            weight_decay = keras.saving.deserialize_keras_object(weight_decay)
-        self.l2 = weight_decay
+        if isinstance(l2, dict):
+            l2 = keras.saving.deserialize_keras_object(l2)
+        self.l2 = l2
         self.momentum_correction = momentum_correction
         self.exclude_patterns = tuple(exclude_from_weight_decay or ())
         self.exclude_from_weight_decay(var_names=list(self.exclude_patterns))
@@ -71,7 +92,7 @@ class MomentumSGD(keras.optimizers.SGD):
         self.previous_lr = self.add_variable((), initializer="zeros", name="previous_lr")
         # A float λ lives in a variable so that callbacks can change it inside a compiled step.
         self.l2_variable = None if callable(self.l2) else self.add_variable(
-            (), initializer=keras.initializers.Constant(self.l2), name="weight_decay"
+            (), initializer=keras.initializers.Constant(self.l2), name="l2"
         )
 
     def apply(self, grads, trainable_variables=None):
@@ -123,12 +144,20 @@ class MomentumSGD(keras.optimizers.SGD):
         l2 = self.l2
         if isinstance(l2, keras.optimizers.schedules.LearningRateSchedule):
             l2 = keras.saving.serialize_keras_object(l2)
+        config.pop("weight_decay", None)  # Keras's decoupled one: never set here
         config.update(
-            weight_decay=l2,
+            l2=l2,
             momentum_correction=self.momentum_correction,
             exclude_from_weight_decay=list(self.exclude_patterns),
         )
         return config
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        config = dict(config)
+        if "l2" not in config and config.get("weight_decay") is not None:
+            config["l2"] = config.pop("weight_decay")  # saved before the rename to l2
+        return super().from_config(config, custom_objects)
 
 
 @keras.saving.register_keras_serializable(package="tf_largebatch")
@@ -157,10 +186,10 @@ class LARS(MomentumSGD):
         exclude_from_layer_adaptation: variable-name regexes with η_l = 1; None: the same as
             `exclude_from_weight_decay`.
         momentum_correction: scale v by η_t/η_{t−1} (default False, as the references).
-        **kwargs: `MomentumSGD`'s (momentum, nesterov, weight_decay, ...).
+        **kwargs: `MomentumSGD`'s (momentum, nesterov, l2, ...).
 
     Example:
-        >>> opt = LARS(schedules.goyal_schedule(32, 512, steps_per_epoch=78), weight_decay=1e-4)
+        >>> opt = LARS(schedules.goyal_schedule(32, 512, steps_per_epoch=78), l2=1e-4)
     """
 
     DENOMINATORS = ("paper", "model_garden")
@@ -168,6 +197,8 @@ class LARS(MomentumSGD):
     def __init__(self, learning_rate=0.1, trust_coefficient=0.001, epsilon=0.0,
                  denominator="paper", exclude_from_layer_adaptation=None,
                  momentum_correction=False, **kwargs):
+        if kwargs.get("weight_decay") is not None:  # warn at the caller's line, not ours
+            kwargs["l2"] = _l2_from_alias(kwargs.get("l2"), kwargs.pop("weight_decay"), 2)
         super().__init__(learning_rate=learning_rate, momentum_correction=momentum_correction,
                          **kwargs)
         if denominator not in self.DENOMINATORS:

@@ -53,13 +53,13 @@ def build_optimizer(schedule, steps_per_epoch: int):
     """`optimizers.MomentumSGD` or `LARS` with the rate `schedule` and the decay flags."""
     from tf_largebatch import optimizers, schedules
 
-    weight_decay = FLAGS.weight_decay
+    l2 = FLAGS.weight_decay  # coupled L2 (the paper's weight decay): MomentumSGD's l2
     if FLAGS.final_weight_decay is not None:
-        weight_decay = schedules.WeightDecaySchedule(
+        l2 = schedules.WeightDecaySchedule(
             FLAGS.weight_decay, steps_per_epoch, FLAGS.epochs,
             FLAGS.final_weight_decay_fraction, FLAGS.final_weight_decay)
     common = dict(learning_rate=schedule, momentum=FLAGS.momentum, nesterov=FLAGS.nesterov,
-                  weight_decay=weight_decay)
+                  l2=l2)
     if FLAGS.momentum_correction is not None:  # else each optimizer's own default
         common["momentum_correction"] = FLAGS.momentum_correction
     if FLAGS.optimizer == "lars":
