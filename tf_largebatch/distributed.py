@@ -12,7 +12,9 @@ the same jobs with the ops of `horovod.tensorflow`, which work:
   update. Each worker's loss is its mean over n images, so the average over k is
   the paper's 1/(kn) normalisation of the summed gradient. One allreduce op per
   gradient inside the step's graph, so each starts as soon as backprop has produced its
-  gradient (overlap); Horovod's fusion buffer batches those that arrive together.
+  gradient (overlap); Horovod's fusion buffer batches those that arrive together. The
+  optimizer keeps its class, so the model saves and loads as plain Keras; `load_model()`
+  loads it bridged again, to resume a distributed fit.
 - `BroadcastInitialState`, `AverageBatchNormStatistics`: Keras callbacks.
 - `StopFlag`: a preemption flag that travels inside the gradient allreduce.
 - `weighted_mean()`: a metric averaged across workers by sample counts; `any_worker()`:
@@ -196,34 +198,50 @@ class StopFlag:
         return grads[:index] + [tf.reshape(carrier[:-1], shape)] + grads[index + 1:]
 
 
-class _AllreduceGradients:
-    """Mixin placed before an optimizer's class: averages gradients across workers (and,
-    with a `StopFlag`, the workers' stop flags with them)."""
+@dataclasses.dataclass(frozen=True)
+class _Bridge:
+    """What `distributed_optimizer` binds to an optimizer: how its gradients are averaged."""
 
-    def apply(self, grads, trainable_variables=None):
-        grads, flag = list(grads), getattr(self, "hvd_stop_flag", None)
+    compression: object
+    grouped: bool
+    stop_flag: StopFlag | None
+
+    def average(self, grads):
+        """The gradients averaged across workers (with the stop flag riding in them)."""
+        grads, flag = list(grads), self.stop_flag
         if flag is not None:
             grads, index, shape = flag.ride(grads)
-        grads = allreduce_gradients(grads, self.hvd_compression, self.hvd_grouped)
+        grads = allreduce_gradients(grads, self.compression, self.grouped)
         if flag is not None:
             grads = flag.land(grads, index, shape)
-        return super().apply(grads, trainable_variables)
+        return grads
+
+
+COMPRESSIONS = {"none": hvd.Compression.none, "fp16": hvd.Compression.fp16}
 
 
 def distributed_optimizer(optimizer: keras.optimizers.Optimizer,
                           compression: str = "none",
                           grouped: bool = False,
                           stop_flag: StopFlag | None = None) -> keras.optimizers.Optimizer:
-    """Makes `optimizer` average its gradients across the Horovod workers.
+    """Makes `optimizer` average its gradients across the Horovod workers; returns it.
 
-    The object keeps its state, config and variables; its class becomes a
-    subclass with the allreduce in `apply`, the method Keras 3's `train_step`
-    reaches through `apply_gradients`. Wrap the outermost optimizer: with
-    mixed_float16, wrap `keras.optimizers.LossScaleOptimizer(opt)` (the trainer
-    does), so that every worker sees the same averaged, possibly non-finite,
-    gradients and takes the same branch. `compression`: "none" or "fp16".
-    `grouped`: one grouped allreduce after backprop instead of one op per gradient.
-    `stop_flag`: a `StopFlag` that rides in the gradients' allreduce (preemption).
+    The allreduce is bound to this object's `apply`, the method Keras 3's `train_step`
+    reaches through `apply_gradients`. Nothing else changes: the object keeps its class,
+    config, variables and state, so a model compiled with it saves with `model.save` and
+    loads with plain `keras.models.load_model` (as the optimizer it was, without the
+    allreduce; `load_model` below loads it bridged, to resume a distributed fit). Why the
+    object itself and not a copy: a copy goes through the config, which drops a built
+    optimizer's state and fails on a schedule whose class is not registered with Keras. So
+    after the call, `optimizer` is the bridged optimizer (this returns the same object);
+    `is_distributed(optimizer)` says so, and calling this again leaves it as it is.
+
+    Wrap the outermost optimizer: with mixed_float16, wrap
+    `keras.optimizers.LossScaleOptimizer(opt)` (the trainer does), so that every worker sees
+    the same averaged, possibly non-finite, gradients and takes the same branch.
+    `compression`: "none" or "fp16". `grouped`: one grouped allreduce after backprop instead
+    of one op per gradient. `stop_flag`: a `StopFlag` that rides in the gradients'
+    allreduce (preemption).
 
     Example:
         >>> context = distributed.init()
@@ -231,17 +249,50 @@ def distributed_optimizer(optimizer: keras.optimizers.Optimizer,
     """
     if not hvd.is_initialized():
         raise RuntimeError("call tf_largebatch.distributed.init() before distributed_optimizer()")
-    if isinstance(optimizer, _AllreduceGradients):
+    if is_distributed(optimizer):
         return optimizer
-    compressions = {"none": hvd.Compression.none, "fp16": hvd.Compression.fp16}
-    if compression not in compressions:
-        raise ValueError(f"compression must be one of {sorted(compressions)}, got {compression!r}")
-    base = type(optimizer)
-    optimizer.__class__ = type(f"Distributed{base.__name__}", (_AllreduceGradients, base), {})
-    optimizer.hvd_compression = compressions[compression]
-    optimizer.hvd_grouped = grouped
-    optimizer.hvd_stop_flag = stop_flag
+    if compression not in COMPRESSIONS:
+        raise ValueError(f"compression must be one of {sorted(COMPRESSIONS)}, got {compression!r}")
+    bridge = _Bridge(COMPRESSIONS[compression], grouped, stop_flag)
+    class_apply = type(optimizer).apply
+
+    def apply(grads, trainable_variables=None):
+        return class_apply(optimizer, bridge.average(grads), trainable_variables)
+
+    # Instance attributes: the class, hence what Keras serialises, stays the caller's.
+    optimizer.apply = apply
+    optimizer.hvd_bridge = bridge
     return optimizer
+
+
+def is_distributed(optimizer: keras.optimizers.Optimizer) -> bool:
+    """Whether `distributed_optimizer` has bridged `optimizer` (its gradients are averaged)."""
+    return isinstance(getattr(optimizer, "hvd_bridge", None), _Bridge)
+
+
+def load_model(filepath: str, compression: str = "none", grouped: bool = False,
+               stop_flag: StopFlag | None = None, custom_objects: dict | None = None
+               ) -> keras.Model:
+    """`keras.models.load_model(filepath)` with the model's optimizer bridged, to resume a
+    distributed fit from a .keras file (what `hvd.load_model` does for Keras 2).
+
+    Every worker loads the same file (weights and optimizer state, step count included), so
+    the workers start equal; `BroadcastInitialState` in the `fit` keeps them so when they
+    might not have read the same file. The other arguments are `distributed_optimizer`'s.
+
+    Example:
+        >>> distributed.init()
+        >>> model = distributed.load_model("run/model.keras")
+        >>> model.fit(train, epochs=90, initial_epoch=30,
+        ...           callbacks=[distributed.BroadcastInitialState()])
+    """
+    model = keras.models.load_model(filepath, custom_objects=custom_objects)
+    if getattr(model, "optimizer", None) is None:
+        raise ValueError(f"{filepath} holds no compiled optimizer to resume from: save the model "
+                         "after model.compile(...) (or use keras.models.load_model to load the "
+                         "weights only)")
+    distributed_optimizer(model.optimizer, compression, grouped, stop_flag)
+    return model
 
 
 def _broadcast(variables, root_rank):
