@@ -95,3 +95,20 @@ def test_non_finite_loss_stops_before_the_diverged_weights_are_saved(tmp_path):
     model.load_weights(path)
     for saved, before in zip(model.get_weights(), good, strict=True):
         np.testing.assert_array_equal(saved, before)
+
+
+def test_metric_average_weights_val_keys_by_val_examples_and_keeps_keras_names():
+    calls = []
+
+    def average(value, count):  # stands in for the allreduce: records, then halves
+        calls.append((value, count))
+        return value / 2
+
+    logs = {"val_loss": 4.0, "loss": 2.0, "accuracy": 0.5, "val_accuracy": 0.25}
+    callbacks.MetricAverage(train_examples=64, val_examples=37, average=average).on_epoch_end(
+        0, logs)
+    assert logs == {"val_loss": 2.0, "loss": 1.0, "accuracy": 0.25, "val_accuracy": 0.125}
+    # One order on every worker (sorted keys), since each call is a collective.
+    assert calls == [(0.5, 64), (2.0, 64), (0.25, 37), (4.0, 37)]
+    with pytest.raises(ValueError, match="no val_examples"):
+        callbacks.MetricAverage(64, average=average).on_epoch_end(0, {"val_loss": 1.0})

@@ -2,6 +2,9 @@
 
 import json
 
+import keras
+import numpy as np
+import pytest
 from helpers import ROOT, horovodrun
 
 
@@ -25,3 +28,31 @@ def test_two_ranks_save_on_rank_0_resume_with_load_model_and_stay_equal(tmp_path
         assert record["loaded"] == record["in_memory"]
     # Each rank trained on its own data: equal only because the gradients are averaged.
     assert ranks[0]["loaded"] == ranks[1]["loaded"]
+
+
+def test_metric_average_weights_by_counts_and_equals_one_process_on_the_whole_set(tmp_path):
+    horovodrun([ROOT / "tests/workers/metric_average.py", tmp_path])
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    d = {k: np.asarray(v, np.float64) for k, v in
+         json.loads((tmp_path / "data.json").read_text()).items()}
+    logits = d["x"] @ d["kernel"] + d["bias"]
+    log_z = logits.max(1) + np.log(np.exp(logits - logits.max(1, keepdims=True)).sum(1))
+    xent = log_z - logits[np.arange(16), d["y"].astype(int)]
+    # By hand: rank 0's 5 examples are all right, rank 1's 11 all wrong.
+    whole = {"val_loss": xent.mean(), "val_accuracy": 5 / 16}
+    mean_of_means = {"val_loss": (xent[:5].mean() + xent[5:].mean()) / 2,
+                     "val_accuracy": (1.0 + 0.0) / 2}
+    # One process on the whole set (Keras's own evaluation) agrees with the hand numbers.
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+    model.set_weights([d["kernel"].astype("float32"), d["bias"].astype("float32")])
+    model.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  metrics=["accuracy"])
+    one_process = model.evaluate(d["x"].astype("float32"), d["y"].astype("int32"),
+                                 batch_size=4, verbose=0, return_dict=True)
+    assert one_process["loss"] == pytest.approx(whole["val_loss"], rel=1e-5)
+    assert one_process["accuracy"] == pytest.approx(whole["val_accuracy"])
+    for history in ranks:
+        assert set(history) == {"loss", "accuracy", "val_loss", "val_accuracy"}  # Keras's keys
+        for key in ("val_loss", "val_accuracy"):
+            assert history[key][0] == pytest.approx(whole[key], rel=1e-5)
+            assert abs(history[key][0] - mean_of_means[key]) > 0.05

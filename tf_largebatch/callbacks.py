@@ -252,3 +252,57 @@ class StopOnDivergence(keras.callbacks.Callback):
         where = _kept_checkpoint(self.checkpoint_hint) if self.checkpoint_hint else ""
         raise DivergenceError(f"training diverged in epoch {epoch + 1}: {problem}; stopped "
                               f"before saving it.{where} {_advice(self.model)}")
+
+
+class MetricAverage(keras.callbacks.Callback):
+    """Replaces the epoch's metrics by their average over the Horovod workers, weighted by
+    the number of examples each worker saw:
+
+        m = Σ_r c_r · m_r / Σ_r c_r          (m_r, c_r: worker r's metric and count)
+
+    which is the metric over all the workers' examples together. Horovod's
+    `MetricAverageCallback` takes the plain mean of the workers' means instead (wrong when
+    the workers' validation shards differ in size), and does not run on Keras 3. Keys keep
+    Keras's names (`loss`, `val_loss`, `val_top1`, ...): the `val_*` ones are weighted by
+    `val_examples`, the others by `train_examples`.
+
+    For your own `model.fit` under horovodrun: give it to `fit` on every worker (each epoch
+    end is a collective), before the callbacks that read the logs (checkpoints, early
+    stopping; Keras's History comes after it by itself). With the package's padded
+    evaluation (weight-0 copies), `val_examples` is `data.eval_examples_on_worker(...)` and
+    the metrics to read are the weighted ones: Keras's own `val_loss` also divides by the
+    padding, a weighted cross-entropy metric does not.
+
+    Args:
+        train_examples: examples this worker trains on per epoch (steps × its batch).
+        val_examples: real (weight-1) validation examples on this worker; None without
+            validation.
+        average: `average(value, count)`, the cross-worker weighted mean; default
+            `distributed.weighted_mean` (Horovod).
+
+    Example:
+        >>> val_count = data.eval_examples_on_worker(val_info.num_examples, val_info.steps,
+        ...                                          val_info.batch_size, k, context.rank)
+        >>> model.fit(..., callbacks=[callbacks.MetricAverage(
+        ...     info.steps_per_epoch * info.batch_size, val_count)])
+    """
+
+    def __init__(self, train_examples, val_examples=None, average=None):
+        super().__init__()
+        self.train_examples = train_examples
+        self.val_examples = val_examples
+        self.average = average
+
+    def on_epoch_end(self, epoch, logs=None):
+        if not logs:
+            return
+        average = self.average
+        if average is None:  # imported here: the module stays free of TensorFlow and Horovod
+            from tf_largebatch.distributed import weighted_mean as average
+        for key in sorted(logs):  # one order on every worker: each average is a collective
+            count = self.val_examples if key.startswith("val_") else self.train_examples
+            if count is None:
+                raise ValueError(f"MetricAverage got {key!r} but no val_examples: pass this "
+                                 "worker's count of real validation examples "
+                                 "(data.eval_examples_on_worker)")
+            logs[key] = average(logs[key], count)

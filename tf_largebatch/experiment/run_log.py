@@ -15,6 +15,8 @@ import time
 import keras
 from keras import ops
 
+from tf_largebatch.callbacks import MetricAverage
+
 
 def source_commit() -> str | None:
     """The git commit the package was loaded from ('<sha>-dirty' with uncommitted changes),
@@ -120,31 +122,24 @@ def summary(log_dir: str) -> str:
     return "\n".join(lines)
 
 
-class GlobalMetrics(keras.callbacks.Callback):
-    """Replaces each worker's epoch metrics by the average over all workers.
-
-    Runs on every worker (it allreduces). Training metrics average with weight
-    steps·n (every worker trains on the same number of images); validation
-    metrics with each worker's count of real (unpadded) validation images. Also
-    renames Keras's keys to the log's: top1 → top1_error = 1 − accuracy, and
-    val_loss is the weighted cross-entropy (Keras's own val_loss counts padding).
+class GlobalMetrics(MetricAverage):
+    """`callbacks.MetricAverage` (each epoch metric averaged over all workers, weighted by
+    counts: training by steps·n, the same on every worker; validation by each worker's count
+    of real, unpadded validation images), then Keras's keys renamed to the log's:
+    top1 → top1_error = 1 − accuracy, and val_loss is the weighted cross-entropy (Keras's own
+    val_loss counts padding).
     """
 
     def __init__(self, train_images_per_epoch, val_images_on_worker, average):
         """`average(value, count)` is the cross-worker mean: `distributed.weighted_mean`
         under Horovod, `lambda value, count: float(value)` in one process."""
-        super().__init__()
-        self.train_count = train_images_per_epoch
-        self.val_count = val_images_on_worker
-        self.average = average
+        super().__init__(train_images_per_epoch, val_images_on_worker, average)
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is None:
             return
-        out = {}
-        for key in sorted(logs):
-            count = self.val_count if key.startswith("val_") else self.train_count
-            out[key] = self.average(logs[key], count)
+        super().on_epoch_end(epoch, logs)
+        out = {key: logs[key] for key in sorted(logs)}
         for prefix in ("", "val_"):
             if prefix + "top1" in out:
                 out[prefix + "top1_error"] = 1.0 - out.pop(prefix + "top1")
