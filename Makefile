@@ -9,12 +9,18 @@ RUN_DIR ?= runs/demo-$(shell date +%Y%m%d-%H%M%S)
 setup:
 	@launchers/install.sh
 
+# TensorFlow's C++ INFO lines off (its warnings and errors stay), here for horovodrun itself:
+# it imports TensorFlow to check its build and would print TensorFlow's start-up lines. The
+# trainer sets the same default for its processes. An explicit TF_CPP_MIN_LOG_LEVEL wins.
+export TF_CPP_MIN_LOG_LEVEL ?= 1
+DEMO_FLAGS ?=
+
 # The main job on the embedded default: 2 Horovod processes, generated images (configs/demo.cfg),
-# then the run's curves drawn into its folder.
+# then the run's curves drawn into its folder. DEMO_FLAGS: extra trainer flags (e.g. --epochs=2).
 demo: setup
 	$(BIN)/horovodrun -np 2 -H localhost:2 --gloo \
 	  $(BIN)/python -m tf_largebatch.train --flagfile=configs/demo.cfg \
-	  --log_dir=$(RUN_DIR)
+	  --log_dir=$(RUN_DIR) $(DEMO_FLAGS)
 	@$(BIN)/python -m tf_largebatch.curves $(RUN_DIR) --out=$(RUN_DIR)/curves.png > /dev/null
 	@echo "Curves drawn into $(RUN_DIR)/curves.png"
 

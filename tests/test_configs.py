@@ -1,12 +1,16 @@
-"""Every flagfile in configs/ parses and passes the trainer's validators."""
+"""Every flagfile in configs/ parses and passes the trainer's validators, from any working
+directory (a config includes its base file by a path relative to itself)."""
 
 import contextlib
+import os
+import tempfile
 
 import pytest
 from absl import flags
 from helpers import ROOT
 
 from tf_largebatch import portable_train, train  # noqa: F401  (train: the trainer and its flags)
+from tf_largebatch.experiment import flagfiles
 from tf_largebatch.experiment.builders import MODELS
 
 CONFIGS = sorted((ROOT / "configs").glob("*.cfg"))
@@ -15,12 +19,17 @@ GPU_PROTOCOL = sorted((ROOT / "configs").glob("cifar10_gpu_*.cfg"))
 
 @contextlib.contextmanager
 def parsed(config, data_dir="/data/imagenet"):
+    """FLAGS parsed as the trainers parse them, from a directory that is not the repository."""
     values = flags.FLAGS
     values.unparse_flags()
+    cwd = os.getcwd()
     try:
-        values(["train", f"--flagfile={config}", f"--data_dir={data_dir}"])
-        yield values
+        with tempfile.TemporaryDirectory() as elsewhere:
+            os.chdir(elsewhere)
+            values(flagfiles.expand(["train", f"--flagfile={config}", f"--data_dir={data_dir}"]))
+            yield values
     finally:
+        os.chdir(cwd)
         values.unparse_flags()
 
 

@@ -23,6 +23,7 @@ the same jobs with the ops of `horovod.tensorflow`, which work:
 
 import dataclasses
 import os
+import re
 
 import horovod.tensorflow as hvd
 import keras
@@ -37,6 +38,8 @@ class Context:
     local_rank: int
     hierarchical_allreduce: bool  # some hierarchical scheme is in effect
     allreduce: str = "flat"  # "flat", "native hierarchical" or "process-set hierarchical"
+    # horovodrun's tuning variables in effect at hvd.init() (from flags or the launcher)
+    horovod_settings: dict = dataclasses.field(default_factory=dict, hash=False)
 
     @property
     def is_chief(self):
@@ -87,23 +90,47 @@ class ThreePhaseAllreduce:
 _three_phase = None  # the process-set scheme, when init() chose it
 
 
+def horovod_settings() -> dict:
+    """{variable: value} of horovodrun's tuning variables set in this process's environment
+    (HOROVOD_FUSION_THRESHOLD, HOROVOD_CYCLE_TIME, HOROVOD_HIERARCHICAL_ALLREDUCE, ...: the
+    ones horovodrun's options set, listed by horovod's own config_parser)."""
+    from horovod.runner.common.util import config_parser
+
+    names = {value for key, value in vars(config_parser).items()
+             if key.startswith("HOROVOD_") and isinstance(value, str)}
+    return {name: os.environ[name] for name in sorted(names) if name in os.environ}
+
+
+def env_flag_set(name: str) -> bool:
+    """Whether Horovod reads the variable as on: as its C++ does, strtol(value) > 0."""
+    number = re.match(r"\s*[+-]?\d+", os.environ.get(name, ""))
+    return bool(number) and int(number.group()) > 0
+
+
 def init(hierarchical_allreduce: bool = False, fusion_threshold_mb: float | None = None,
          cycle_time_ms: float | None = None) -> Context:
     """Initialises Horovod (or a single process when not run by horovodrun).
 
-    Horovod reads its tuning variables at `hvd.init()`, so they are set here first. With
-    `hierarchical_allreduce`, Horovod's native scheme is used where it works (a build with
-    MPI and NCCL, GPUs, several hosts); elsewhere (Gloo, CPU, one host) the paper's three
-    phases run on Horovod process sets (`ThreePhaseAllreduce`). The log says which, and why.
-    Returns a `Context`.
+    Horovod reads its tuning variables at `hvd.init()`, so they are set here first; the
+    arguments override what a launcher set (`horovodrun --fusion-threshold-mb ...` sets the
+    same variables). With `hierarchical_allreduce`, or HOROVOD_HIERARCHICAL_ALLREDUCE=1 from
+    the launcher (`horovodrun --hierarchical-allreduce`), Horovod's native scheme is used
+    where it works (a build with MPI and NCCL, GPUs, several hosts); elsewhere (Gloo, CPU,
+    one host) the paper's three phases run on Horovod process sets (`ThreePhaseAllreduce`).
+    The log says which, and why. Returns a `Context` with the settings in effect.
     """
     global _three_phase
+    requested_by = "--hierarchical_allreduce"
+    if not hierarchical_allreduce and env_flag_set("HOROVOD_HIERARCHICAL_ALLREDUCE"):
+        hierarchical_allreduce = True
+        requested_by = "HOROVOD_HIERARCHICAL_ALLREDUCE=1 (from the launcher)"
     if hierarchical_allreduce:
         os.environ["HOROVOD_HIERARCHICAL_ALLREDUCE"] = "1"
     if fusion_threshold_mb is not None:
         os.environ["HOROVOD_FUSION_THRESHOLD"] = str(int(fusion_threshold_mb * 1024 * 1024))
     if cycle_time_ms is not None:
         os.environ["HOROVOD_CYCLE_TIME"] = str(cycle_time_ms)
+    settings = horovod_settings()  # before the process-set scheme drops the native variable
     hvd.init(process_sets="dynamic" if hierarchical_allreduce else None)
     gpus = tf.config.list_physical_devices("GPU")
     for gpu in gpus:
@@ -127,13 +154,13 @@ def init(hierarchical_allreduce: bool = False, fusion_threshold_mb: float | None
             scheme = "process-set hierarchical"
             why = ("Horovod's native one needs what is missing here: " + "; ".join(missing))
         if hvd.rank() == 0:
-            logging.info("--hierarchical_allreduce: %s allreduce in effect (%d hosts) because %s.",
-                         scheme, hvd.cross_size(), why)
+            logging.info("%s: %s allreduce in effect (%d hosts) because %s.",
+                         requested_by, scheme, hvd.cross_size(), why)
     if hvd.size() == 1 and "HOROVOD_RANK" not in os.environ and "OMPI_COMM_WORLD_RANK" not in (
         os.environ
     ):
         logging.info("Not launched by horovodrun: training in a single process (k = 1).")
-    return Context(hvd.rank(), hvd.size(), hvd.local_rank(), scheme != "flat", scheme)
+    return Context(hvd.rank(), hvd.size(), hvd.local_rank(), scheme != "flat", scheme, settings)
 
 
 def allreduce_gradients(grads, compression=hvd.Compression.none, grouped=False):

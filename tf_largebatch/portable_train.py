@@ -28,6 +28,13 @@ FLAGS = flags.FLAGS
 flags.adopt_module_key_flags(trainer_flags)
 flags.declare_key_flag("log_dir")
 
+USAGE = """\
+usage: KERAS_BACKEND=jax python -m tf_largebatch.portable_train \\
+           --flagfile=configs/cifar10_gpu_X.cfg --data_dir=DIR [flags]
+
+tf_largebatch.train's recipe on one device with any Keras backend: all k workers simulated
+(--simulate_workers=k), --dataset=folder only, no Horovod flags."""
+
 # Flags of tf_largebatch.train that have no meaning here, and what to do instead.
 UNSUPPORTED = {
     "hierarchical_allreduce": "there is no allreduce in one process",
@@ -122,7 +129,7 @@ def main(argv):
 
 
 def run():
-    runner.run_cli(main)
+    runner.run_cli(main, USAGE)
 
 
 if __name__ == "__main__":

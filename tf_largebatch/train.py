@@ -9,7 +9,7 @@ TensorBoard.
 
 import os
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # INFO off; warnings and errors stay
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 from absl import flags  # noqa: E402
@@ -22,6 +22,13 @@ FLAGS = flags.FLAGS
 flags.adopt_module_key_flags(trainer_flags)
 flags.declare_key_flag("log_dir")
 TrainError = runner.TrainError
+USAGE = """\
+usage: horovodrun -np K python -m tf_largebatch.train --flagfile=configs/X.cfg [flags]
+   or: python -m tf_largebatch.train --flagfile=configs/X.cfg [flags]   (one process)
+
+Goyal et al.'s large-minibatch recipe on K Horovod processes (each simulating
+--simulate_workers workers): k·n images per step, learning rate scaled with k·n, warmup.
+Flags on the command line override the flag file; configs/ holds the experiments."""
 
 
 class HorovodBackend(runner.Backend):
@@ -40,6 +47,13 @@ class HorovodBackend(runner.Backend):
             raise TrainError("--xla with more than one Horovod worker needs horovod's XLA ops "
                              "(HOROVOD_ENABLE_XLA_OPS=1 and a horovod built with them); drop "
                              "--xla.")
+
+    def facts(self):
+        """flags.json: the allreduce and Horovod settings in effect, whether from the flags
+        or from the launcher's environment (`horovodrun --hierarchical-allreduce`, ...)."""
+        return dict(hierarchical_allreduce=self.context.hierarchical_allreduce,
+                    allreduce=self.context.allreduce,
+                    horovod_settings=self.context.horovod_settings)
 
     def open_training_set(self, image_size):
         from tf_largebatch import data
@@ -134,7 +148,7 @@ def main(argv):
 
 
 def run():
-    runner.run_cli(main)
+    runner.run_cli(main, USAGE)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,8 @@
 """The experiment core shared by both trainers; backend-neutral.
 
 - `flags`: every trainer flag and its validator; `trainer_flag_values()` for flags.json.
+- `cli`, `flagfiles`: the trainers' command line: `--help` by topic, flag files whose
+  includes are found next to the including file, framework INFO lines off.
 - `builders`: flags → model (from the `MODELS` registry), schedule, optimizer, loss, metrics.
 - `runner`: one run from flags, `run_experiment(backend)`: batch layout, resume policy,
   callbacks, `fit`; a trainer is a `runner.Backend` with what differs.

@@ -6,6 +6,7 @@ them. `trainer_flag_values()` is what flags.json records: these flags and --log_
 the flags that absl and TensorFlow define for themselves.
 """
 
+import re
 import sys
 
 from absl import flags
@@ -77,9 +78,28 @@ flags.DEFINE_float("fusion_threshold_mb", None, "HOROVOD_FUSION_THRESHOLD in MiB
 flags.DEFINE_float("cycle_time_ms", None, "HOROVOD_CYCLE_TIME in ms.")
 flags.DEFINE_integer("seed", 0, "Seed of initial weights, data order and augmentation.")
 # Outputs.
-# --log_dir is absl's own flag (absl.logging defines it); here it holds the run's logs.
+# --log_dir is absl's own flag (absl.logging defines it for log files that absl writes only
+# when asked, which the trainers never do); here it names the run's folder.
 flags.FLAGS.set_default("log_dir", "runs/latest")
-flags.DEFINE_string("checkpoint_dir", None, "Checkpoints (default <log_dir>/checkpoints).")
+flags.FLAGS["log_dir"].help = ("The run's folder: flags.json, metrics.jsonl, steps.jsonl, "
+                               "tensorboard/ and (by default) checkpoints/. A local or shared "
+                               "file system path, not a URL.")
+flags.DEFINE_string("checkpoint_dir", None, "Checkpoints (default <log_dir>/checkpoints). A "
+                    "local or shared file system path, not a URL.")
+
+
+def _not_a_url(path):
+    return not (path and re.match(r"[A-Za-z][A-Za-z0-9+.-]*://", path))
+
+
+for _name in ("log_dir", "checkpoint_dir"):
+    # Without this check, --log_dir=gs://bucket/run was a local folder ./gs:/bucket/run.
+    flags.register_validator(
+        _name, _not_a_url,
+        f"--{_name} must be a file system path, not a URL (gs://, s3://, hdfs://, ...): a run "
+        "commits its checkpoints with os.replace and locks its folders with flock, which "
+        "object stores do not provide. Write to a local or shared disk (NFS, Lustre, ...) "
+        "and copy the folder to the bucket afterwards.")
 
 
 class _ResumeParser(flags.ArgumentParser):

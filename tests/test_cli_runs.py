@@ -1,0 +1,120 @@
+"""The trainer's command line as a user meets it, in subprocesses: `--help`, a config that
+includes its base run from another directory, a URL for the run's folder, the Horovod
+settings a launcher sets, and `make demo` without framework noise."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from helpers import ROOT, horovodrun
+
+pytestmark = pytest.mark.integration
+
+TINY = ["--model=cifar_resnet8", "--dataset=synthetic", "--synthetic_examples=64",
+        "--per_worker_batch=8", "--steps_per_epoch=2", "--eval_steps=1", "--warmup=none",
+        "--epochs=1"]
+
+
+def trainer(args, cwd, **kwargs):
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    return subprocess.run([sys.executable, "-m", "tf_largebatch.train", *map(str, args)],
+                          capture_output=True, text=True, cwd=cwd, env=env, **kwargs)
+
+
+def test_help_has_the_usage_line_topics_and_log_dirs_own_text():
+    result = trainer(["--help"], ROOT)
+    assert result.returncode == 0, result.stderr[-2000:]
+    out = result.stdout
+    assert out.startswith("usage: horovodrun -np K python -m tf_largebatch.train "
+                          "--flagfile=configs/X.cfg [flags]\n")
+    headings = [line for line in out.splitlines() if line.endswith(":")
+                and not line.startswith(" ")]
+    assert headings[:3] == ["Model:", "Data:",
+                            "Batch and learning rate: kn = per_worker_batch × workers, "
+                            "η̂ = base_lr·kn/base_batch:"]
+    assert "Outputs and resuming:" in headings and "Precision and Horovod:" in headings
+    assert "--log_dir: The run's folder: flags.json, metrics.jsonl" in out
+    assert "directory to write logfiles into" not in out
+    assert "One program for 2 CPU processes" not in out  # train.py's developer docstring
+
+
+def test_a_config_that_includes_its_base_runs_from_another_directory(tmp_path):
+    configs = tmp_path / "configs"
+    configs.mkdir()
+    (configs / "base.cfg").write_text(f"--flagfile={ROOT}/configs/demo.cfg\n--seed=7\n"
+                                      + "\n".join(TINY) + "\n")
+    (configs / "child.cfg").write_text("# kn = 16\n--flagfile=base.cfg\n--per_worker_batch=16\n")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    result = trainer(["--flagfile=../configs/child.cfg", f"--log_dir={tmp_path}/run"],
+                     elsewhere)
+    assert result.returncode == 0, result.stderr[-3000:]
+    recorded = json.loads((tmp_path / "run/flags.json").read_text())
+    # From demo.cfg, then base.cfg, then child.cfg: each later file wins.
+    assert recorded["base_lr"] == 0.2 and recorded["log_every_step"] is True  # demo.cfg
+    assert (recorded["seed"], recorded["model"], recorded["epochs"]) == (7, "cifar_resnet8", 1)
+    assert recorded["per_worker_batch"] == 16
+
+
+def test_a_url_for_the_runs_folder_is_refused_before_anything_is_written(tmp_path):
+    result = trainer(["--flagfile", ROOT / "configs/demo.cfg", "--log_dir=gs://bucket/run"],
+                     tmp_path)
+    assert result.returncode == 1
+    assert "--log_dir must be a file system path, not a URL" in result.stderr
+    assert list(tmp_path.iterdir()) == []  # before: a local folder ./gs:/bucket/run
+
+
+def test_the_launchers_horovod_settings_are_recorded_as_in_effect(tmp_path):
+    # horovodrun's own options set HOROVOD_HIERARCHICAL_ALLREDUCE=1, HOROVOD_FUSION_THRESHOLD
+    # (bytes: 32 MiB = 33,554,432) and HOROVOD_CYCLE_TIME for the workers; no trainer flag.
+    launcher = Path(sys.executable).with_name("horovodrun")
+    cmd = [str(launcher), "-np", "2", "-H", "localhost:2", "--gloo", "--hierarchical-allreduce",
+           "--fusion-threshold-mb", "32", "--cycle-time-ms", "2.5", sys.executable, "-m",
+           "tf_largebatch.train", *TINY, f"--log_dir={tmp_path}"]
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    result = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    recorded = json.loads((tmp_path / "flags.json").read_text())
+    assert recorded["hierarchical_allreduce"] is True  # before: false, and "flat" in effect
+    assert recorded["allreduce"] == "process-set hierarchical"  # Gloo on one host
+    assert recorded["horovod_settings"] == {"HOROVOD_CYCLE_TIME": "2.5",
+                                            "HOROVOD_FUSION_THRESHOLD": "33554432",
+                                            "HOROVOD_HIERARCHICAL_ALLREDUCE": "1"}
+    assert "HOROVOD_HIERARCHICAL_ALLREDUCE=1 (from the launcher): process-set hierarchical " \
+        "allreduce in effect (1 hosts)" in result.stdout + result.stderr
+
+
+def test_a_flag_overrides_the_launchers_setting_and_is_recorded(tmp_path):
+    result = horovodrun(["-m", "tf_largebatch.train", *TINY, "--fusion_threshold_mb=1",
+                         f"--log_dir={tmp_path}"])
+    assert result.returncode == 0
+    recorded = json.loads((tmp_path / "flags.json").read_text())
+    assert (recorded["hierarchical_allreduce"], recorded["allreduce"]) == (False, "flat")
+    assert recorded["horovod_settings"] == {"HOROVOD_FUSION_THRESHOLD": "1048576"}  # 2**20
+
+
+NOISE = ("oneDNN custom operations", "cpu_feature_guard", "This TensorFlow binary is optimized",
+         "Sharding callback duration")
+
+
+def test_make_demo_shows_the_recipe_the_epochs_and_the_summary_without_framework_noise(
+        tmp_path):
+    # `make demo` as a user runs it (no TF_CPP_MIN_LOG_LEVEL of ours), two short epochs; -o
+    # setup: the environment is in place.
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    env["PYTHONPATH"] = str(ROOT)
+    venv = Path(sys.executable).parent.parent
+    result = subprocess.run(
+        ["make", "-o", "setup", "demo", f"VENV={venv}", f"RUN_DIR={tmp_path}/demo",
+         "DEMO_FLAGS=--epochs=2 --steps_per_epoch=4 --eval_steps=2"],
+        capture_output=True, text=True, cwd=ROOT, env=env)
+    out = result.stdout + result.stderr
+    assert result.returncode == 0, out[-4000:]
+    assert [line for line in out.splitlines() if any(n in line for n in NOISE)] == []
+    assert "k = 2 workers (2 processes × 1 simulated), n = 32, kn = 64, η̂ = 0.05" in out
+    assert "Epoch 1/2" in out and "Epoch 2/2" in out
+    assert "Trained epochs 1–2: k = 2 workers (2 processes), n = 32, kn = 64, η̂ = 0.05" in out
+    assert "validation error" in out and f"Curves drawn into {tmp_path}/demo/curves.png" in out
