@@ -15,7 +15,7 @@ import pytest
 from helpers import ROOT
 
 PACKAGE = ROOT / "tf_largebatch"
-RECIPE = ["schedules", "optimizers", "models", "layers", "callbacks"]
+RECIPE = ["schedules", "optimizers", "models", "layers", "callbacks", "losses"]
 TRAINERS = ["train", "portable_train"]
 CLIS = ["curves", "plan", "install_check", "evaluate"]
 

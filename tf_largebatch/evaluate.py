@@ -108,7 +108,7 @@ def load_model(path: str):
     """The Keras model in `path` (without its optimizer: evaluation does not train)."""
     import keras
 
-    from tf_largebatch import layers, optimizers, schedules  # noqa: F401  (registers them)
+    from tf_largebatch import layers, losses, optimizers, schedules  # noqa: F401  (registers)
 
     fix = ("Pass a .keras file written by model.save, such as the model.keras in the folder "
            "of a finished tf_largebatch.train run.")
