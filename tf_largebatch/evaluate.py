@@ -226,7 +226,9 @@ def evaluate(model_path: str, dataset: str | None = None, data_dir: str | None =
         per_class=[dict(label=c, name=names[c], images=int(round(images[c])),
                         top1_error=float(errors[c] / images[c]) if images[c] else None)
                    for c in range(num_classes)],
-        last_validation=run.get("last_validation"))
+        # The run's own numbers, to compare, when this is the run's validation set.
+        last_validation=run.get("last_validation") if (dataset, data_dir) == (
+            run.get("dataset"), run.get("data_dir")) else None)
 
 
 def summary(results: dict) -> str:
