@@ -6,7 +6,7 @@ import ast
 import pytest
 from helpers import ROOT
 
-KERAS_ONLY = ["callbacks", "layers", "models", "optimizers", "schedules"]
+KERAS_ONLY = ["callbacks", "layers", "losses", "models", "optimizers", "schedules"]
 
 
 @pytest.mark.parametrize("module", KERAS_ONLY)

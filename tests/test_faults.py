@@ -201,7 +201,9 @@ def test_a_fresh_run_over_an_earlier_runs_logs_is_refused_unless_overwrite(tmp_p
     result = train(tmp_path, "--epochs=2", f"--checkpoint_dir={tmp_path}/ckpt_b", "--overwrite")
     (aside,) = tmp_path.glob("replaced-*")
     assert (aside / "metrics.jsonl").read_text() == logged  # moved, not lost
+    assert (aside / "model.keras").is_file()  # the earlier run's trained model too
     assert [r["epoch"] for r in metrics(tmp_path)] == [1, 2]
+    assert (tmp_path / "model.keras").is_file()
 
 
 def test_sigterm_to_horovodrun_mid_epoch_then_resume_equals_the_uninterrupted_run(tmp_path):

@@ -3,7 +3,7 @@
     recipe (schedules, optimizers, models, layers, callbacks) and data
       → experiment core (tf_largebatch/experiment/)
         → trainers (train: Horovod/TensorFlow; portable_train: one device, any backend)
-          → CLIs (curves, plan, install_check)
+          → CLIs (curves, plan, install_check, evaluate)
 
 An arrow only points down the list; `distributed` (the Horovod bridge) is used by the
 Horovod trainer only, so the core and the portable trainer stay free of Horovod. `faults`
@@ -15,9 +15,9 @@ import pytest
 from helpers import ROOT
 
 PACKAGE = ROOT / "tf_largebatch"
-RECIPE = ["schedules", "optimizers", "models", "layers", "callbacks"]
+RECIPE = ["schedules", "optimizers", "models", "layers", "callbacks", "losses"]
 TRAINERS = ["train", "portable_train"]
-CLIS = ["curves", "plan", "install_check"]
+CLIS = ["curves", "plan", "install_check", "evaluate"]
 
 
 def imports_of(path):

@@ -192,6 +192,7 @@ def test_runner_follows_the_schedule_and_resumes_exactly(png_tree, tmp_path):
             assert 0 <= record["val_top1_error"] <= 1 and np.isfinite(record["train_loss"])
         flags = json.loads((tmp_path / run / "flags.json").read_text())
         assert (flags["workers"], flags["global_batch"], flags["steps_per_epoch"]) == (4, 16, 3)
+        assert (tmp_path / run / "model.keras").is_file()  # the finished run's model
     # Only the last 3 checkpoints are kept; the resumed run ends where the straight one does,
     # momentum buffers and step included.
     names = sorted(n for n in os.listdir(tmp_path / "straight/checkpoints")

@@ -216,6 +216,24 @@ def test_flag_combinations_train_and_log_finite_metrics(tmp_path, extra):
     assert all(np.isfinite(e["train_loss"]) and np.isfinite(e["val_loss"]) for e in epochs)
     weights = load(tmp_path / "rank0.npz")
     assert all(np.isfinite(w).all() for w in weights.values())
+    # The run's model.keras loads with Keras and the package alone, whatever the combination
+    # (loss scaling, LARS, label smoothing, a weight-decay schedule), optimizer included.
+    loaded = subprocess.run([sys.executable, "-c", LOAD_WITH_KERAS, tmp_path / "model.keras"],
+                            capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert loaded.returncode == 0, loaded.stderr[-3000:]
+    optimizer, iterations = loaded.stdout.split()[-2:]
+    assert optimizer == ("LossScaleOptimizer" if extra[0].endswith("=mixed_float16") else
+                         "LARS" if "lars" in extra[0] else "MomentumSGD")
+    assert int(iterations) == 6  # 2 epochs of 3 steps
+
+
+LOAD_WITH_KERAS = """
+import sys
+import keras
+import tf_largebatch
+model = keras.models.load_model(sys.argv[1])
+print(type(model.optimizer).__name__, int(model.optimizer.iterations))
+"""
 
 
 def test_fp16_allreduce_on_two_workers(tmp_path):

@@ -11,6 +11,7 @@
 - `checkpointing`: per-epoch checkpoints with their run.json (TensorFlow's, or Keras
   .weights.h5 files for backends without TensorFlow).
 - `run_log`: metrics.jsonl/steps.jsonl, metrics averaged over workers, the end-of-run summary.
+- `trained_model`: the finished run's model.keras (and SavedModel export), written atomically.
 - `runs`, `curve_check`, `callbacks`: reading run folders, the paper's early check, and the
   same check as a Keras callback (`EarlyCurveCheck`).
 

@@ -71,16 +71,11 @@ def build_loss():
     """Cross-entropy on logits, with --label_smoothing."""
     import keras
 
+    from tf_largebatch.losses import SparseSmoothedCrossentropy
+
     if FLAGS.label_smoothing == 0:
         return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-    smoothing = FLAGS.label_smoothing
-
-    def smoothed_crossentropy(labels, logits):
-        one_hot = keras.ops.one_hot(keras.ops.reshape(labels, (-1,)), keras.ops.shape(logits)[-1])
-        return keras.losses.categorical_crossentropy(
-            one_hot, logits, from_logits=True, label_smoothing=smoothing)
-
-    return smoothed_crossentropy
+    return SparseSmoothedCrossentropy(FLAGS.label_smoothing)  # registered: model.keras loads
 
 
 def build_metrics():

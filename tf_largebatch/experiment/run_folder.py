@@ -19,7 +19,8 @@ import os
 import shutil
 import socket
 
-LOG_FILES = ("metrics.jsonl", "steps.jsonl", "flags.json", "tensorboard")
+LOG_FILES = ("metrics.jsonl", "steps.jsonl", "flags.json", "tensorboard", "model.keras",
+             "saved_model")
 _held = []  # open lock files: kept for the life of the process
 
 

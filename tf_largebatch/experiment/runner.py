@@ -365,6 +365,10 @@ def run_experiment(backend: Backend) -> Run:
             initial_epoch += 1
         if initial_epoch < FLAGS.epochs and not model.stop_training:
             fit(initial_epoch, FLAGS.epochs)
+    if backend.is_chief:  # the run finished: its model, for load_model, serving and evaluate
+        from tf_largebatch.experiment.trained_model import save_trained_model
+
+        save_trained_model(model, FLAGS.log_dir)
     return Run(FLAGS.log_dir, checkpoint_dir, backend.rank, backend.is_chief, model, layout)
 
 

@@ -1,0 +1,119 @@
+"""The trained model a finished run leaves in its log folder, for `keras.models.load_model`,
+for serving and for `python -m tf_largebatch.evaluate`:
+
+- `<log_dir>/model.keras`: Keras's own format (architecture, weights, and the compiled
+  optimizer with its state: momentum buffers, step count, schedule), loadable by
+  `keras.models.load_model` once Keras and `tf_largebatch` are imported (the package's
+  layers, optimizers and schedules are registered Keras objects);
+- `<log_dir>/saved_model/`: an inference export by `model.export` (TensorFlow backend only;
+  other backends skip it with a note in the log).
+
+Both are written under a temporary name in the same folder and renamed into place, so a
+kill or a full disk leaves the previous file or the new one, never half of one.
+`TF_LARGEBATCH_KILL_AT=model-written` kills the process between the write and the rename
+(the crash tests' hook, see `tf_largebatch.faults`).
+"""
+
+import contextlib
+import os
+import shutil
+
+import keras
+from absl import logging
+
+from tf_largebatch.faults import fault_point
+
+MODEL_FILE = "model.keras"
+EXPORT_DIR = "saved_model"
+
+
+def _fsync(path):
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def _loadable(cls) -> bool:
+    """Whether `keras.models.load_model` can find optimizer class `cls` by the name that
+    `model.save` records: a Keras built-in, or an object registered under its name."""
+    if not (isinstance(cls, type) and issubclass(cls, keras.optimizers.Optimizer)):
+        return False
+    if cls.__module__.split(".")[0] == "keras":
+        return True
+    return keras.saving.get_registered_object(keras.saving.get_registered_name(cls)) is cls
+
+
+@contextlib.contextmanager
+def loadable_optimizer_class(model):
+    """For the length of a save, gives `model.optimizer` the nearest class of its own that
+    `load_model` can find. The Horovod bridge (`distributed.distributed_optimizer`) turns the
+    optimizer into a class made at run time, `Distributed<Base>`, that no loader knows; the
+    saved file then names `<Base>` (same config and variables; the allreduce is the running
+    job's business, not the model's). Other optimizers are left as they are."""
+    optimizer = getattr(model, "optimizer", None)
+    original = type(optimizer)
+    if optimizer is None or _loadable(original):
+        yield
+        return
+    optimizer.__class__ = next(cls for cls in original.__mro__ if _loadable(cls))
+    try:
+        yield
+    finally:
+        optimizer.__class__ = original
+
+
+def save_model_file(model, path: str) -> None:
+    """`model.save(path)` through a temporary file in the same folder, fsynced and renamed."""
+    folder = os.path.dirname(os.path.abspath(path))
+    tmp = os.path.join(folder, ".tmp-" + os.path.basename(path))  # Keras wants a .keras name
+    try:
+        with loadable_optimizer_class(model):
+            model.save(tmp, overwrite=True)
+        _fsync(tmp)
+        fault_point("model-written")
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    _fsync(folder)
+
+
+def export_for_inference(model, path: str) -> bool:
+    """`model.export(path)` (a TensorFlow SavedModel with a `serve` endpoint) through a
+    temporary folder renamed into place; False, with a note in the log, on backends other
+    than TensorFlow or when the export fails (the .keras file is the run's model either way).
+    """
+    if keras.backend.backend() != "tensorflow":
+        logging.info("No inference export (%s): model.export needs the TensorFlow backend; "
+                     "%s is the trained model.", path, MODEL_FILE)
+        return False
+    tmp, old = path + ".tmp", path + ".old"
+    for leftover in (tmp, old):
+        shutil.rmtree(leftover, ignore_errors=True)
+    verbosity = logging.get_verbosity()
+    logging.set_verbosity(logging.WARNING)  # TensorFlow logs each file of the export
+    try:
+        model.export(tmp, format="tf_saved_model", verbose=False)
+    except Exception as err:  # the run's model is saved already: say why, don't fail the run
+        shutil.rmtree(tmp, ignore_errors=True)
+        logging.warning("No inference export (%s): model.export failed (%s); %s is the trained "
+                        "model.", path, err, MODEL_FILE)
+        return False
+    finally:
+        logging.set_verbosity(verbosity)
+    if os.path.exists(path):  # a folder cannot be renamed over another: set the old one aside
+        os.replace(path, old)
+    os.replace(tmp, path)
+    shutil.rmtree(old, ignore_errors=True)
+    return True
+
+
+def save_trained_model(model, log_dir: str) -> str:
+    """Writes `<log_dir>/model.keras` and, where the backend allows, `<log_dir>/saved_model/`
+    (chief worker only, after the last epoch); returns the .keras file's path."""
+    path = os.path.join(log_dir, MODEL_FILE)
+    save_model_file(model, path)
+    export_for_inference(model, os.path.join(log_dir, EXPORT_DIR))
+    return path
