@@ -41,6 +41,7 @@ def worker(rounds, out):
 
     from tf_largebatch import distributed, models, optimizers
     from tf_largebatch.experiment import preemption
+    from tf_largebatch.experiment.config import OutputConfig
     from tf_largebatch.experiment.workers import Workers
 
     context = distributed.init()
@@ -85,7 +86,7 @@ def worker(rounds, out):
         callbacks = [distributed.BroadcastInitialState(), Timer()]
         if variant != "none":
             workers = InGraph(flag) if flag is not None else PerStepAllreduce(watch)
-            callbacks.append(preemption.MidEpochCheckpoints(None, {}, watch, 10**9, workers))
+            callbacks.append(preemption.MidEpochCheckpoints(workers, OutputConfig(), watch, 10**9))
         fits[variant] = (model, callbacks)
     step_s = {variant: [] for variant in fits}
     order = list(fits)

@@ -53,6 +53,20 @@ def test_the_experiment_core_sits_below_the_trainers_and_clis():
         assert not tops & {*TRAINERS, *CLIS, "distributed"}, (path.name, tops)
 
 
+def test_the_experiment_core_reads_no_flag_but_the_config_it_is_given():
+    # Only the flag module defines and reads flags (from_flags); the rest takes a config.
+    for path in sorted((PACKAGE / "experiment").glob("*.py")):
+        if path.name == "flags.py":
+            continue
+        tree = ast.parse(path.read_text())
+        absl_flags = [node for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)
+                      and node.module == "absl" and any(a.name == "flags" for a in node.names)
+                      or isinstance(node, ast.Import) and any(a.name == "absl.flags"
+                                                              for a in node.names)]
+        assert not absl_flags, path.name
+        assert "experiment.flags" not in imports_of(path), path.name
+
+
 def test_the_data_package_does_not_reach_up():
     for path in sorted((PACKAGE / "data").glob("*.py")):
         tops = {top(name) for name in imports_of(path)}

@@ -23,8 +23,8 @@ from absl import flags  # noqa: E402
 
 from tf_largebatch.experiment import builders, runner  # noqa: E402
 from tf_largebatch.experiment import flags as trainer_flags  # noqa: E402
+from tf_largebatch.experiment.config import ExperimentConfig  # noqa: E402
 
-FLAGS = flags.FLAGS
 flags.adopt_module_key_flags(trainer_flags)
 flags.declare_key_flag("log_dir")
 
@@ -47,19 +47,22 @@ UNSUPPORTED = {
 }
 
 
-def check_flags():
-    """Raises TrainError naming the first flag this runner cannot honour."""
-    if FLAGS.dataset != "folder":
+def check_flags(config=None):
+    """Raises TrainError naming the first setting of `config` (default: the flags') that this
+    runner cannot honour (a setting of UNSUPPORTED other than its default)."""
+    config = config or trainer_flags.from_flags()
+    if config.data.dataset != "folder":
         raise runner.TrainError(
-            f"--dataset={FLAGS.dataset}: tf_largebatch.portable_train reads only "
+            f"--dataset={config.data.dataset}: tf_largebatch.portable_train reads only "
             "--dataset=folder (an image folder tree, decoded into memory); use tf_largebatch.train "
             "for TFRecords and TFDS.")
+    values, defaults = config.flag_values(), ExperimentConfig().flag_values()
     for name, why in UNSUPPORTED.items():
-        if FLAGS[name].present:
+        if values[name] != defaults[name]:
             raise runner.TrainError(f"--{name} is not supported by tf_largebatch.portable_train "
                                     f"({why}); drop it.")
-    if not builders.is_cifar_model():
-        raise runner.TrainError(f"--model={FLAGS.model}: tf_largebatch.portable_train holds "
+    if not builders.is_cifar_model(config.model):
+        raise runner.TrainError(f"--model={config.model.model}: tf_largebatch.portable_train holds "
                                 "whole splits in memory and trains the CIFAR ResNets only "
                                 "(--model=cifar_resnet20 ...); use tf_largebatch.train.")
 
@@ -69,30 +72,33 @@ class PortableBackend(runner.Backend):
 
     name = "portable_train"
 
-    def start(self):
-        check_flags()
+    def start(self, config):
+        super().start(config)
+        check_flags(config)
 
     def open_training_set(self, image_size):
         from tf_largebatch.data import arrays
 
-        self.train_x, self.train_y, classes = arrays.load_image_folder(FLAGS.data_dir, "train")
-        self.eval_x, self.eval_y, _ = arrays.load_image_folder(FLAGS.data_dir, "eval")
+        data_dir, num_classes = self.config.data.data_dir, self.config.model.num_classes
+        self.train_x, self.train_y, classes = arrays.load_image_folder(data_dir, "train")
+        self.eval_x, self.eval_y, _ = arrays.load_image_folder(data_dir, "eval")
         if self.train_x.shape[1:3] != (image_size, image_size):
             raise runner.TrainError(
-                f"{FLAGS.data_dir} holds {self.train_x.shape[2]}x{self.train_x.shape[1]} images, "
+                f"{data_dir} holds {self.train_x.shape[2]}x{self.train_x.shape[1]} images, "
                 f"not {image_size}x{image_size}: resize them or set --image_size to match.")
-        if FLAGS.num_classes is not None and FLAGS.num_classes != len(classes):
-            raise runner.TrainError(f"{FLAGS.data_dir} has {len(classes)} classes but "
-                                    f"--num_classes={FLAGS.num_classes}.")
+        if num_classes is not None and num_classes != len(classes):
+            raise runner.TrainError(f"{data_dir} has {len(classes)} classes but "
+                                    f"--num_classes={num_classes}.")
         digest = hashlib.sha256(self.train_x.tobytes() + self.train_y.tobytes()).hexdigest()
-        return runner.TrainingSet(len(self.train_x), len(classes), FLAGS.data_dir,
+        return runner.TrainingSet(len(self.train_x), len(classes), data_dir,
                                   tuple(classes), len(self.eval_x), digest[:16])
 
     def train_data(self, layout, start_epoch, augment_off_epoch, start_step=0, stop_epoch=None):
         from tf_largebatch.data import arrays
 
-        return arrays.train_batches(self.train_x, self.train_y, layout.global_batch, FLAGS.seed,
-                                    start_epoch, stop_epoch or FLAGS.epochs,
+        return arrays.train_batches(self.train_x, self.train_y, layout.global_batch,
+                                    self.config.system.seed, start_epoch,
+                                    stop_epoch or self.config.schedule.epochs,
                                     layout.steps_per_epoch, augment_off_epoch, start_step)
 
     def validation(self, layout):
@@ -106,12 +112,13 @@ class PortableBackend(runner.Backend):
     def jit_compile(self):
         import keras
 
-        return FLAGS.xla or keras.backend.backend() == "jax"
+        return self.config.system.xla or keras.backend.backend() == "jax"
 
     def checkpointer(self, directory, model):
         from tf_largebatch.experiment import checkpointing
 
-        return checkpointing.WeightsFileCheckpointer(directory, model, FLAGS.keep_checkpoints)
+        return checkpointing.WeightsFileCheckpointer(directory, model,
+                                                     self.config.output.keep_checkpoints)
 
     def facts(self):
         import keras
@@ -120,12 +127,12 @@ class PortableBackend(runner.Backend):
 
 
 def train():
-    """Builds everything from FLAGS and runs `fit` on one device; returns a `runner.Run`."""
-    return runner.run_experiment(PortableBackend())
+    """Builds everything from the flags and runs `fit` on one device; returns a `runner.Run`."""
+    return runner.run_experiment(trainer_flags.from_flags(), PortableBackend())
 
 
 def main(argv):
-    return runner.main(argv, PortableBackend())
+    return runner.main(argv, trainer_flags.from_flags(), PortableBackend())
 
 
 def run():

@@ -17,7 +17,6 @@ from absl import flags  # noqa: E402
 from tf_largebatch.experiment import builders, runner  # noqa: E402
 from tf_largebatch.experiment import flags as trainer_flags  # noqa: E402
 
-FLAGS = flags.FLAGS
 # `--help` lists the trainer's flags (they are defined in experiment.flags) and --log_dir.
 flags.adopt_module_key_flags(trainer_flags)
 flags.declare_key_flag("log_dir")
@@ -36,14 +35,16 @@ class HorovodBackend(runner.Backend):
 
     name = "horovod"
 
-    def start(self):
+    def start(self, config):
         from tf_largebatch import distributed
 
-        self.context = distributed.init(FLAGS.hierarchical_allreduce, FLAGS.fusion_threshold_mb,
-                                        FLAGS.cycle_time_ms)
+        super().start(config)
+        system = config.system
+        self.context = distributed.init(system.hierarchical_allreduce,
+                                        system.fusion_threshold_mb, system.cycle_time_ms)
         self.processes, self.rank = self.context.size, self.context.rank
         self.is_chief = self.context.is_chief
-        if FLAGS.xla and self.processes > 1 and os.environ.get("HOROVOD_ENABLE_XLA_OPS") != "1":
+        if system.xla and self.processes > 1 and os.environ.get("HOROVOD_ENABLE_XLA_OPS") != "1":
             raise TrainError("--xla with more than one Horovod worker needs horovod's XLA ops "
                              "(HOROVOD_ENABLE_XLA_OPS=1 and a horovod built with them); drop "
                              "--xla.")
@@ -58,17 +59,18 @@ class HorovodBackend(runner.Backend):
     def open_training_set(self, image_size):
         from tf_largebatch import data
 
+        config, source = self.config, self.config.data
         # Each source is listed once; the schedule and the resume point need its size first.
         self.sources = {split: data.get_source(
-            FLAGS.dataset, FLAGS.data_dir, split, image_size=image_size,
-            num_classes=FLAGS.num_classes, download=FLAGS.download,
-            synthetic_examples=FLAGS.synthetic_examples if split == "train" else None)
+            source.dataset, source.data_dir, split, image_size=image_size,
+            num_classes=config.model.num_classes, download=source.download,
+            synthetic_examples=source.synthetic_examples if split == "train" else None)
             for split in ("train", "eval")}
-        self.common = dict(image_size=image_size, per_worker_batch=FLAGS.per_worker_batch,
+        cifar = builders.is_cifar_model(config.model)
+        self.common = dict(image_size=image_size, per_worker_batch=config.schedule.per_worker_batch,
                            num_workers=self.processes, worker_index=self.rank,
-                           simulate_workers=FLAGS.simulate_workers,
-                           preprocessing="cifar" if builders.is_cifar_model() else "imagenet",
-                           cache=FLAGS.cache)
+                           simulate_workers=config.system.simulate_workers,
+                           preprocessing="cifar" if cifar else "imagenet", cache=source.cache)
         train = self.sources["train"]
         return runner.TrainingSet(train.num_examples, train.num_classes, train.name,
                                   train.class_names, self.sources["eval"].num_examples,
@@ -78,7 +80,8 @@ class HorovodBackend(runner.Backend):
         from tf_largebatch import data
 
         dataset, _ = data.train_dataset(
-            self.sources["train"], seed=FLAGS.seed, epochs=stop_epoch or FLAGS.epochs,
+            self.sources["train"], seed=self.config.system.seed,
+            epochs=stop_epoch or self.config.schedule.epochs,
             start_epoch=start_epoch, start_step=start_step,
             steps_per_epoch=layout.steps_per_epoch, augment_off_epoch=augment_off_epoch,
             **self.common)
@@ -88,7 +91,7 @@ class HorovodBackend(runner.Backend):
         from tf_largebatch import data
 
         dataset, info = data.eval_dataset(self.sources["eval"], **self.common)
-        steps = min(FLAGS.eval_steps or info.steps, info.steps)
+        steps = min(self.config.schedule.eval_steps or info.steps, info.steps)
         images = data.eval_examples_on_worker(info.num_examples, steps, layout.process_batch,
                                               self.processes, self.rank)
         return dict(validation_data=dataset, validation_steps=steps), images
@@ -97,8 +100,9 @@ class HorovodBackend(runner.Backend):
         from tf_largebatch import distributed
 
         self.stop_flag = distributed.StopFlag()
+        system = self.config.system
         return distributed.distributed_optimizer(
-            optimizer, "fp16" if FLAGS.fp16_allreduce else "none", FLAGS.grouped_allreduce,
+            optimizer, "fp16" if system.fp16_allreduce else "none", system.grouped_allreduce,
             self.stop_flag)
 
     def request_stop(self):
@@ -110,7 +114,7 @@ class HorovodBackend(runner.Backend):
     def checkpointer(self, directory, model):
         from tf_largebatch.experiment import checkpointing
 
-        return checkpointing.Checkpointer(directory, model, FLAGS.keep_checkpoints)
+        return checkpointing.Checkpointer(directory, model, self.config.output.keep_checkpoints)
 
     def average(self, value, count):
         from tf_largebatch import distributed
@@ -139,12 +143,12 @@ class HorovodBackend(runner.Backend):
 
 
 def train():
-    """Builds everything from FLAGS and runs `fit` under Horovod; returns a `runner.Run`."""
-    return runner.run_experiment(HorovodBackend())
+    """Builds everything from the flags and runs `fit` under Horovod; returns a `runner.Run`."""
+    return runner.run_experiment(trainer_flags.from_flags(), HorovodBackend())
 
 
 def main(argv):
-    return runner.main(argv, HorovodBackend())
+    return runner.main(argv, trainer_flags.from_flags(), HorovodBackend())
 
 
 def run():

@@ -1,11 +1,13 @@
 """The experiment core shared by both trainers; backend-neutral.
 
-- `flags`: every trainer flag and its validator; `trainer_flag_values()` for flags.json.
+- `config`: a run's settings as one frozen `ExperimentConfig` (a dataclass per flag group).
+- `flags`: every trainer flag and its validator; `from_flags()` → the config (the only reader
+  of the flags); `trainer_flag_values()`.
 - `cli`, `flagfiles`: the trainers' command line: `--help` by topic, flag files whose
   includes are found next to the including file, framework INFO lines off.
-- `builders`: flags → model (from the `MODELS` registry), schedule, optimizer, loss, metrics.
-- `runner`: one run from flags, `run_experiment(backend)`: batch layout, resume policy,
-  callbacks, `fit`; a trainer is a `runner.Backend` with what differs.
+- `builders`: config → model (from the `MODELS` registry), schedule, optimizer, loss, metrics.
+- `runner`: one run from a config, `run_experiment(config, backend)`: batch layout, resume
+  policy, callbacks, `fit`; a trainer is a `runner.Backend` with what differs.
 - `preemption`: SIGTERM/SIGINT stop after the step in flight with a checkpoint of that step;
   mid-epoch checkpoints and their exact resume.
 - `checkpointing`: per-epoch checkpoints with their run.json (TensorFlow's, or Keras

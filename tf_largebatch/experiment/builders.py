@@ -1,10 +1,8 @@
-"""Flags → the recipe's objects: model (by name, from a registry), schedule, optimizer, loss
-and metrics. Backend-neutral; Keras is imported only when something is built.
+"""A run's config → the recipe's objects: model (by name, from a registry), schedule,
+optimizer, loss and metrics. Backend-neutral; Keras is imported only when something is built.
 """
 
-from absl import flags
-
-FLAGS = flags.FLAGS
+from tf_largebatch.experiment.config import ModelConfig, OptimizerConfig, ScheduleConfig
 
 # --model → (builder in tf_largebatch.models, depth).
 MODELS = {
@@ -13,69 +11,71 @@ MODELS = {
 }
 
 
-def is_cifar_model() -> bool:
-    return MODELS[FLAGS.model][0] == "cifar_resnet"
+def is_cifar_model(config: ModelConfig) -> bool:
+    return MODELS[config.model][0] == "cifar_resnet"
 
 
-def image_size() -> int:
+def image_size(config: ModelConfig) -> int:
     """--image_size, else 32 for CIFAR ResNets and 224 for ImageNet ones."""
-    return FLAGS.image_size or (32 if is_cifar_model() else 224)
+    return config.image_size or (32 if is_cifar_model(config) else 224)
 
 
-def build_model(num_classes: int, image_size: int, virtual_batch_size: int | None):
-    """The --model network; BN statistics over groups of `virtual_batch_size` (None: the
-    whole batch)."""
+def build_model(config: ModelConfig, mixed_precision: str, num_classes: int, image_size: int,
+                virtual_batch_size: int | None):
+    """The --model network in the --mixed_precision policy; BN statistics over groups of
+    `virtual_batch_size` (None: the whole batch)."""
     from tf_largebatch import models
 
-    builder, depth = MODELS[FLAGS.model]
-    policy = None if FLAGS.mixed_precision == "none" else FLAGS.mixed_precision
+    builder, depth = MODELS[config.model]
+    policy = None if mixed_precision == "none" else mixed_precision
     common = dict(num_classes=num_classes, input_shape=(image_size, image_size, 3),
-                  zero_gamma=FLAGS.zero_gamma, bn_momentum=FLAGS.bn_momentum,
+                  zero_gamma=config.zero_gamma, bn_momentum=config.bn_momentum,
                   virtual_batch_size=virtual_batch_size, dtype_policy=policy)
     if builder == "resnet":
-        common["version"] = FLAGS.resnet_version
+        common["version"] = config.resnet_version
     return getattr(models, builder)(depth, **common)
 
 
-def build_schedule(n: int, workers: int, steps_per_epoch: int):
-    """`schedules.goyal_schedule` for k = `workers` of n, from the schedule flags."""
+def build_schedule(config: ScheduleConfig, n: int, workers: int, steps_per_epoch: int):
+    """`schedules.goyal_schedule` for k = `workers` of n, from the schedule's settings."""
     from tf_largebatch import schedules
 
     return schedules.goyal_schedule(
-        n, workers, steps_per_epoch, base_lr=FLAGS.base_lr, base_batch=FLAGS.base_batch,
-        rule=FLAGS.scaling_rule, total_epochs=FLAGS.epochs, warmup=FLAGS.warmup,
-        warmup_epochs=FLAGS.warmup_epochs, decay=FLAGS.decay,
-        milestones=[float(m) for m in FLAGS.milestones], decay_factor=FLAGS.decay_factor,
-        power=FLAGS.power, end_lr=FLAGS.end_lr, decay_start_epoch=FLAGS.decay_start_epoch)
+        n, workers, steps_per_epoch, base_lr=config.base_lr, base_batch=config.base_batch,
+        rule=config.scaling_rule, total_epochs=config.epochs, warmup=config.warmup,
+        warmup_epochs=config.warmup_epochs, decay=config.decay,
+        milestones=list(config.milestones), decay_factor=config.decay_factor,
+        power=config.power, end_lr=config.end_lr, decay_start_epoch=config.decay_start_epoch)
 
 
-def build_optimizer(schedule, steps_per_epoch: int):
-    """`optimizers.MomentumSGD` or `LARS` with the rate `schedule` and the decay flags."""
+def build_optimizer(config: OptimizerConfig, schedule, steps_per_epoch: int, epochs: int):
+    """`optimizers.MomentumSGD` or `LARS` with the rate `schedule` and the decay settings
+    (a final weight decay applies to the last fraction of `epochs`)."""
     from tf_largebatch import optimizers, schedules
 
-    l2 = FLAGS.weight_decay  # coupled L2 (the paper's weight decay): MomentumSGD's l2
-    if FLAGS.final_weight_decay is not None:
+    l2 = config.weight_decay  # coupled L2 (the paper's weight decay): MomentumSGD's l2
+    if config.final_weight_decay is not None:
         l2 = schedules.WeightDecaySchedule(
-            FLAGS.weight_decay, steps_per_epoch, FLAGS.epochs,
-            FLAGS.final_weight_decay_fraction, FLAGS.final_weight_decay)
-    common = dict(learning_rate=schedule, momentum=FLAGS.momentum, nesterov=FLAGS.nesterov,
+            config.weight_decay, steps_per_epoch, epochs,
+            config.final_weight_decay_fraction, config.final_weight_decay)
+    common = dict(learning_rate=schedule, momentum=config.momentum, nesterov=config.nesterov,
                   l2=l2)
-    if FLAGS.momentum_correction is not None:  # else each optimizer's own default
-        common["momentum_correction"] = FLAGS.momentum_correction
-    if FLAGS.optimizer == "lars":
-        return optimizers.LARS(trust_coefficient=FLAGS.trust_coefficient, **common)
+    if config.momentum_correction is not None:  # else each optimizer's own default
+        common["momentum_correction"] = config.momentum_correction
+    if config.optimizer == "lars":
+        return optimizers.LARS(trust_coefficient=config.trust_coefficient, **common)
     return optimizers.MomentumSGD(**common)
 
 
-def build_loss():
-    """Cross-entropy on logits, with --label_smoothing."""
+def build_loss(label_smoothing: float = 0.0):
+    """Cross-entropy on logits, with `label_smoothing` ε."""
     import keras
 
     from tf_largebatch.losses import SparseSmoothedCrossentropy
 
-    if FLAGS.label_smoothing == 0:
+    if label_smoothing == 0:
         return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-    return SparseSmoothedCrossentropy(FLAGS.label_smoothing)  # registered: model.keras loads
+    return SparseSmoothedCrossentropy(label_smoothing)  # registered: model.keras loads
 
 
 def build_metrics():

@@ -1,11 +1,13 @@
 """The flags of both trainers (`tf_largebatch.train`, `tf_largebatch.portable_train`).
 
 Defaults are Goyal et al.'s ImageNet recipe; configs/ holds the experiments as flagfiles.
-Importing this module defines the flags; only the trainers and the experiment core read
-them. `trainer_flag_values()` is what flags.json records: these flags and --log_dir, not
+Importing this module defines the flags; only the trainers read them, once, through
+`from_flags()`: the experiment core reads the `config.ExperimentConfig` it returns.
+`trainer_flag_values()` is what flags.json records: these flags and --log_dir, not
 the flags that absl and TensorFlow define for themselves.
 """
 
+import dataclasses
 import re
 import sys
 
@@ -13,6 +15,7 @@ from absl import flags
 from absl import logging as _absl_logging  # noqa: F401  (defines --log_dir, used below)
 
 from tf_largebatch.experiment.builders import MODELS
+from tf_largebatch.experiment.config import ExperimentConfig
 
 # Model.
 flags.DEFINE_enum("model", "resnet50", list(MODELS), "Network.")
@@ -202,3 +205,12 @@ def trainer_flag_values() -> dict:
     folder), in the order they are defined."""
     own = [f.name for f in FLAGS.get_flags_for_module(sys.modules[__name__])]
     return {name: FLAGS[name].value for name in own + ["log_dir"]}
+
+
+def from_flags() -> ExperimentConfig:
+    """The parsed flags as the frozen `config.ExperimentConfig` the experiment core reads
+    (each field is read from the flag of its name)."""
+    parts = {part.name: part.type(**{field.name: FLAGS[field.name].value
+                                     for field in dataclasses.fields(part.type)})
+             for part in dataclasses.fields(ExperimentConfig)}
+    return ExperimentConfig(**parts)

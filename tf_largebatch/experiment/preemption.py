@@ -110,7 +110,8 @@ class ResumedEpochMetrics(keras.callbacks.Callback):
 
 class MidEpochCheckpoints(keras.callbacks.Callback):
     """Saves a checkpoint mid-epoch on a signal (then raises `Preempted`) or every
-    `every_steps` global steps. Runs on every worker, last in the callback list.
+    `config.checkpoint_every_steps` global steps. Runs on every worker, last in the callback
+    list.
 
     A signal during training is acted on after at most one more step: the flag travels with
     that step's gradients, every worker reads the same agreed value and stops at the same
@@ -119,20 +120,22 @@ class MidEpochCheckpoints(keras.callbacks.Callback):
     steps) is saved, and the resumed run evaluates that epoch before training on.
 
     Args:
-      checkpointer: the run's `checkpointing` object on rank 0, None on the other ranks.
-      run_facts: the facts run.json keeps beside each checkpoint.
+      workers: the services of the workers, one `experiment.workers.Workers` (the trainer's
+        backend): the stop agreement, averages over the workers, their BN statistics.
+      config: the run's `experiment.config.OutputConfig` (`checkpoint_every_steps`: periodic
+        saves, 0: only on a signal).
       watch: the `SignalWatch` of this process.
       steps_per_epoch: S, the global batches of an epoch.
-      workers: an `experiment.workers.Workers` (the trainer's backend).
-      every_steps: periodic saves (0: only on a signal).
+      checkpointer: the run's `checkpointing` object on rank 0, None on the other ranks.
+      run_facts: the facts run.json keeps beside each checkpoint.
       resumed: (epoch, steps, means) of a mid-epoch resume, or None.
     """
 
-    def __init__(self, checkpointer, run_facts, watch, steps_per_epoch, workers, every_steps=0,
-                 resumed=None):
+    def __init__(self, workers, config, watch, steps_per_epoch, checkpointer=None,
+                 run_facts=None, resumed=None):
         super().__init__()
         self.checkpointer, self.run_facts, self.watch = checkpointer, run_facts, watch
-        self.steps_per_epoch, self.every_steps = steps_per_epoch, every_steps
+        self.steps_per_epoch, self.every_steps = steps_per_epoch, config.checkpoint_every_steps
         self.workers, self.resumed = workers, resumed
         self.requested = False
 

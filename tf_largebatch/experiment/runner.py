@@ -1,11 +1,16 @@
-"""One training run from flags, the same for every trainer: `run_experiment(backend)`.
+"""One training run from a config, the same for every trainer: `run_experiment(config,
+backend)`.
 
 The trainers (`tf_largebatch.train` with Horovod and TensorFlow, `tf_largebatch.portable_train`
 on one device with any Keras backend) differ only in what a `Backend` provides: how the
 workers are started, where the data comes from, how gradients and metrics are averaged, how
 checkpoints are written. Everything else is here, once:
 
-    flags → batch layout → schedule, model, optimizer → resume point → data → callbacks → fit
+    config → batch layout → schedule, model, optimizer → resume point → data → callbacks → fit
+
+The config (`experiment.config.ExperimentConfig`) is built from the flags by the trainers
+(`experiment.flags.from_flags()`) or in Python (docs/trainer.md, "From Python"); nothing here
+reads a flag.
 """
 
 import dataclasses
@@ -17,7 +22,7 @@ import sys
 from absl import logging
 
 from tf_largebatch.experiment import builders, run_folder
-from tf_largebatch.experiment.flags import FLAGS, trainer_flag_values
+from tf_largebatch.experiment.config import ExperimentConfig
 from tf_largebatch.experiment.workers import Workers
 
 
@@ -52,22 +57,24 @@ class TrainingSet:
 class Backend(Workers):
     """The parts of a run that differ between trainers; subclasses override these hooks.
 
-    `start()` runs first and sets `processes`, `rank` and `is_chief`. As a `Workers` it also
-    gives the callbacks what they need from the workers (averages, the stop agreement).
+    `start(config)` runs first, keeps the run's config as `self.config` and sets `processes`,
+    `rank` and `is_chief`. As a `Workers` it also gives the callbacks what they need from the
+    workers (averages, the stop agreement).
     """
 
     name = "base"
     processes, rank, is_chief = 1, 0, True
 
-    def start(self):
-        """Starts the workers (Horovod) or checks that the flags suit this trainer."""
+    def start(self, config: ExperimentConfig):
+        """Starts the workers (Horovod) or checks that `config` suits this trainer."""
+        self.config = config
 
     def open_training_set(self, image_size) -> TrainingSet:
         raise NotImplementedError
 
     def train_data(self, layout, start_epoch, augment_off_epoch, start_step=0, stop_epoch=None):
         """The `x` of `fit`: batches of this process for epochs start_epoch .. stop_epoch - 1
-        (default --epochs - 1), the first from its step `start_step`."""
+        (default the last), the first from its step `start_step`."""
         raise NotImplementedError
 
     def validation(self, layout):
@@ -79,7 +86,7 @@ class Backend(Workers):
         return optimizer
 
     def jit_compile(self):
-        return FLAGS.xla
+        return self.config.system.xla
 
     def checkpointer(self, directory, model):
         raise NotImplementedError
@@ -139,7 +146,8 @@ class ResumePoint:
     log_step_offset: int = 0
 
 
-def resume_point(checkpointer, layout, optimizer, checkpoint_dir, run_facts) -> ResumePoint:
+def resume_point(config: ExperimentConfig, checkpointer, layout, optimizer,
+                 run_facts) -> ResumePoint:
     """Where to start from, by one policy for every trainer.
 
     A fresh run refuses a --checkpoint_dir that already holds checkpoints. A resumed run
@@ -154,8 +162,9 @@ def resume_point(checkpointer, layout, optimizer, checkpoint_dir, run_facts) -> 
     """
     import keras
 
+    checkpoint_dir, log_dir = config.output.checkpoint_folder, config.output.log_dir
     committed = checkpointer.committed()
-    if not FLAGS.resume:
+    if not config.output.resume:
         if committed is not None or checkpointer.latest is not None:
             raise TrainError(f"{checkpoint_dir} already holds checkpoints "
                              f"({checkpointer.latest or checkpointer.state_path}). Pass --resume "
@@ -164,10 +173,10 @@ def resume_point(checkpointer, layout, optimizer, checkpoint_dir, run_facts) -> 
         return ResumePoint()
     if committed is None:
         traces = checkpointer.latest or next((p for p in (
-            os.path.join(FLAGS.log_dir, "metrics.jsonl"), os.path.join(FLAGS.log_dir, "flags.json"))
+            os.path.join(log_dir, "metrics.jsonl"), os.path.join(log_dir, "flags.json"))
             if os.path.exists(p)), None)
         if traces is None:
-            if FLAGS.resume == "auto":  # nothing here yet: the first attempt of a job
+            if config.output.resume == "auto":  # nothing here yet: the first attempt of a job
                 return ResumePoint()
             checkpointer.restore()  # raises: "--resume: no checkpoint in ..."
         logging.warning("--resume: %s holds no committed checkpoint (the run stopped before its "
@@ -194,9 +203,9 @@ def resume_point(checkpointer, layout, optimizer, checkpoint_dir, run_facts) -> 
             state["steps_per_epoch"], layout.workers, layout.per_worker_batch,
             layout.steps_per_epoch, epoch, steps_into_epoch)
         optimizer.iterations.assign(epoch * layout.steps_per_epoch + steps_into_epoch)
-    if epoch >= FLAGS.epochs:
+    if epoch >= config.schedule.epochs:
         raise TrainError(f"the checkpoint is at epoch {epoch}, not before --epochs="
-                         f"{FLAGS.epochs}: raise --epochs to train further.")
+                         f"{config.schedule.epochs}: raise --epochs to train further.")
     step = int(keras.ops.convert_to_numpy(optimizer.iterations))
     checkpointer.log_step_offset = log_step - step
     return ResumePoint(epoch, log_step, steps_into_epoch,
@@ -228,8 +237,23 @@ def first_epoch_loss(log_dir):
     return records[0].get("train_loss") if records else None
 
 
-def run_experiment(backend: Backend) -> Run:
-    """Builds everything from FLAGS with `backend` and runs `fit`; returns a `Run`."""
+def run_experiment(config: ExperimentConfig, backend: Backend) -> Run:
+    """Builds everything from `config` with `backend` and runs `fit`; returns a `Run`.
+
+    Args:
+      config: the run's settings; `experiment.flags.from_flags()` builds it from the flags,
+        or build it in Python (`experiment.config`; docs/trainer.md, "From Python").
+      backend: the trainer's `Backend`, e.g. `tf_largebatch.train.HorovodBackend()`.
+
+    Returns:
+      a `Run` (its folders, rank, the trained model, the batch layout). metrics.jsonl,
+      flags.json (and steps.jsonl with `log_every_step`) are in `config.output.log_dir`.
+
+    Example:
+        >>> from tf_largebatch.train import HorovodBackend
+        >>> config = ExperimentConfig(data=DataConfig(dataset="shapes"), ...)
+        >>> run_experiment(config, HorovodBackend()).log_dir
+    """
     import keras
 
     from tf_largebatch import callbacks, schedules
@@ -237,19 +261,21 @@ def run_experiment(backend: Backend) -> Run:
     from tf_largebatch.experiment import checkpointing, preemption, run_log
     from tf_largebatch.experiment.callbacks import EarlyCurveCheck
 
-    backend.start()
-    n = FLAGS.per_worker_batch
-    image_size = builders.image_size()
-    checkpoint_dir = FLAGS.checkpoint_dir or os.path.join(FLAGS.log_dir, "checkpoints")
-    keras.utils.set_random_seed(FLAGS.seed)
+    backend.start(config)
+    out, system = config.output, config.system
+    n, epochs = config.schedule.per_worker_batch, config.schedule.epochs
+    image_size = builders.image_size(config.model)
+    checkpoint_dir, log_dir = out.checkpoint_folder, out.log_dir
+    keras.utils.set_random_seed(system.seed)
 
     training_set = backend.open_training_set(image_size)
     layout = batch_layout(training_set.num_examples, n, backend.processes,
-                          FLAGS.simulate_workers, FLAGS.steps_per_epoch, training_set.name)
+                          system.simulate_workers, config.schedule.steps_per_epoch,
+                          training_set.name)
     if backend.is_chief:
-        check_writable("--log_dir", FLAGS.log_dir)
+        check_writable("--log_dir", log_dir)
         check_writable("--checkpoint_dir", checkpoint_dir)
-        aside = run_folder.claim(FLAGS.log_dir, checkpoint_dir, FLAGS.resume, FLAGS.overwrite)
+        aside = run_folder.claim(log_dir, checkpoint_dir, out.resume, out.overwrite)
         if aside:
             logging.warning("--overwrite: the earlier run's logs and checkpoints were moved to "
                             "%s.", aside)
@@ -258,22 +284,23 @@ def run_experiment(backend: Backend) -> Run:
         logging.info("%s: %d classes%s, %d training images, %s validation images.",
                      training_set.name, training_set.num_classes, shown,
                      training_set.num_examples, training_set.eval_examples)
-    schedule = builders.build_schedule(n, layout.workers, layout.steps_per_epoch)
-    model = builders.build_model(training_set.num_classes, image_size,
-                                 n if FLAGS.simulate_workers > 1 else None)
-    optimizer = builders.build_optimizer(schedule, layout.steps_per_epoch)
-    if FLAGS.mixed_precision == "mixed_float16":
+    schedule = builders.build_schedule(config.schedule, n, layout.workers, layout.steps_per_epoch)
+    model = builders.build_model(config.model, system.mixed_precision, training_set.num_classes,
+                                 image_size, n if system.simulate_workers > 1 else None)
+    optimizer = builders.build_optimizer(config.optimizer, schedule, layout.steps_per_epoch,
+                                         epochs)
+    if system.mixed_precision == "mixed_float16":
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
     optimizer = backend.wrap_optimizer(optimizer)
-    model.compile(optimizer=optimizer, loss=builders.build_loss(),
+    model.compile(optimizer=optimizer, loss=builders.build_loss(config.optimizer.label_smoothing),
                   weighted_metrics=builders.build_metrics(), jit_compile=backend.jit_compile())
     optimizer.build(model.trainable_variables)
 
     run_facts = dict(workers=layout.workers, processes=layout.processes, per_worker_batch=n,
                      global_batch=layout.global_batch, steps_per_epoch=layout.steps_per_epoch,
-                     model=FLAGS.model, optimizer=FLAGS.optimizer,
-                     mixed_precision=FLAGS.mixed_precision, seed=FLAGS.seed,
-                     base_lr=FLAGS.base_lr, base_batch=FLAGS.base_batch,
+                     model=config.model.model, optimizer=config.optimizer.optimizer,
+                     mixed_precision=system.mixed_precision, seed=system.seed,
+                     base_lr=config.schedule.base_lr, base_batch=config.schedule.base_batch,
                      train_examples=training_set.num_examples,
                      num_classes=training_set.num_classes)
     if training_set.class_names:
@@ -281,10 +308,10 @@ def run_experiment(backend: Backend) -> Run:
     if training_set.fingerprint:
         run_facts["data_fingerprint"] = training_set.fingerprint
     checkpointer = backend.checkpointer(checkpoint_dir, model)
-    start = resume_point(checkpointer, layout, optimizer, checkpoint_dir, run_facts)
+    start = resume_point(config, checkpointer, layout, optimizer, run_facts)
     initial_epoch = start.epoch
 
-    augment_off_epoch = schedules.augmentation_off_epoch(FLAGS.epochs, FLAGS.augment_off_epochs)
+    augment_off_epoch = schedules.augmentation_off_epoch(epochs, config.data.augment_off_epochs)
     validation, val_images = backend.validation(layout)
     resumed = (start.epoch, start.steps_into_epoch, start.means) if start.means else None
 
@@ -296,34 +323,35 @@ def run_experiment(backend: Backend) -> Run:
                               backend.average),
         # After GlobalMetrics (every worker sees the same averaged losses), before the
         # checkpoint: a diverged epoch is never saved.
-        callbacks.StopOnDivergence(FLAGS.divergence_factor, first_epoch_loss(FLAGS.log_dir)
+        callbacks.StopOnDivergence(config.optimizer.divergence_factor, first_epoch_loss(log_dir)
                                    if initial_epoch else None,
                                    checkpoint_dir if backend.is_chief else None),
     ]
-    if FLAGS.reference_run:  # after GlobalMetrics: every worker sees the same averaged error
-        warmup_epochs = 0.0 if FLAGS.warmup == "none" else FLAGS.warmup_epochs
-        cbs.append(EarlyCurveCheck(FLAGS.reference_run, FLAGS.check_fraction,
-                                   FLAGS.check_tolerance, warmup_epochs=warmup_epochs))
+    if out.reference_run:  # after GlobalMetrics: every worker sees the same averaged error
+        warmup = config.schedule.warmup
+        warmup_epochs = 0.0 if warmup == "none" else config.schedule.warmup_epochs
+        cbs.append(EarlyCurveCheck(out.reference_run, out.check_fraction,
+                                   out.check_tolerance, warmup_epochs=warmup_epochs))
     if backend.is_chief:
-        os.makedirs(FLAGS.log_dir, exist_ok=True)
-        with open(os.path.join(FLAGS.log_dir, "flags.json"), "w") as f:
-            json.dump(dict(trainer_flag_values(), **run_facts, peak_lr=schedule.peak_lr,
+        os.makedirs(log_dir, exist_ok=True)
+        with open(os.path.join(log_dir, "flags.json"), "w") as f:
+            json.dump(dict(config.flag_values(), **run_facts, peak_lr=schedule.peak_lr,
                            trainer=backend.name, **backend.facts(),
                            commit=run_log.source_commit()), f, indent=1, default=str)
         cbs += [
-            run_log.RunLogger(FLAGS.log_dir, schedule, layout.global_batch, FLAGS.log_every_step,
+            run_log.RunLogger(log_dir, schedule, layout.global_batch, out.log_every_step,
                               initial_epoch, start.log_step, start.log_step_offset),
-            *backend.chief_callbacks(FLAGS.log_dir),
+            *backend.chief_callbacks(log_dir),
             checkpointing.SaveCheckpoint(checkpointer, run_facts),
         ]
         logging.info("k = %d workers (%d processes × %d simulated), n = %d, kn = %d, η̂ = %.4g, "
                      "%d steps/epoch; %s.", layout.workers, layout.processes,
-                     FLAGS.simulate_workers, n, layout.global_batch, schedule.peak_lr,
+                     system.simulate_workers, n, layout.global_batch, schedule.peak_lr,
                      layout.steps_per_epoch, backend.name)
     watch = preemption.SignalWatch()
     cbs.append(preemption.MidEpochCheckpoints(
-        checkpointer if backend.is_chief else None, run_facts, watch, layout.steps_per_epoch,
-        backend, FLAGS.checkpoint_every_steps, resumed))
+        backend, out, watch, layout.steps_per_epoch,
+        checkpointer if backend.is_chief else None, run_facts, resumed))
 
     def fit(first_epoch, stop_epoch, start_step=0):
         model.fit(
@@ -331,8 +359,8 @@ def run_experiment(backend: Backend) -> Run:
             epochs=stop_epoch,
             initial_epoch=first_epoch,
             steps_per_epoch=layout.steps_per_epoch - start_step,
-            **(validation if FLAGS.eval_every else {}),
-            validation_freq=FLAGS.eval_every or 1,
+            **(validation if config.schedule.eval_every else {}),
+            validation_freq=config.schedule.eval_every or 1,
             callbacks=cbs,
             shuffle=False,  # the data order is the data rule, fixed by (seed, epoch)
             verbose=(1 if sys.stdout.isatty() else 2) if backend.is_chief else 0,
@@ -346,7 +374,8 @@ def run_experiment(backend: Backend) -> Run:
         callback_list.on_train_begin()
         callback_list.on_epoch_begin(epoch)
         logs = dict(start.means or {})
-        if FLAGS.eval_every and (epoch + 1) % FLAGS.eval_every == 0:
+        eval_every = config.schedule.eval_every
+        if eval_every and (epoch + 1) % eval_every == 0:
             val_logs = model.evaluate(validation["validation_data"],
                                       steps=validation["validation_steps"], callbacks=cbs,
                                       verbose=0, return_dict=True)
@@ -363,13 +392,13 @@ def run_experiment(backend: Backend) -> Run:
             # length per `fit`, so this part is a `fit` of its own.
             fit(initial_epoch, initial_epoch + 1, start.steps_into_epoch)
             initial_epoch += 1
-        if initial_epoch < FLAGS.epochs and not model.stop_training:
-            fit(initial_epoch, FLAGS.epochs)
+        if initial_epoch < epochs and not model.stop_training:
+            fit(initial_epoch, epochs)
     if backend.is_chief:  # the run finished: its model, for load_model, serving and evaluate
         from tf_largebatch.experiment.trained_model import save_trained_model
 
-        save_trained_model(model, FLAGS.log_dir)
-    return Run(FLAGS.log_dir, checkpoint_dir, backend.rank, backend.is_chief, model, layout)
+        save_trained_model(model, log_dir)
+    return Run(log_dir, checkpoint_dir, backend.rank, backend.is_chief, model, layout)
 
 
 def io_problem(err: OSError) -> str:
@@ -422,8 +451,9 @@ def run_cli(main, usage="usage: python -m <trainer> --flagfile=configs/X.cfg [fl
         raise
 
 
-def main(argv: list[str], backend: Backend) -> int:
-    """Runs `run_experiment(backend)`; a problem the user must fix exits 1 with its message."""
+def main(argv: list[str], config: ExperimentConfig, backend: Backend) -> int:
+    """Runs `run_experiment(config, backend)`; a problem the user must fix exits 1 with its
+    message."""
     from absl import app
 
     if len(argv) > 1:
@@ -435,8 +465,8 @@ def main(argv: list[str], backend: Backend) -> int:
     from tf_largebatch.experiment.preemption import PREEMPTED_EXIT_CODE, Preempted
 
     try:
-        with naming_undecodable_images(FLAGS.dataset, FLAGS.data_dir):
-            run = run_experiment(backend)
+        with naming_undecodable_images(config.data.dataset, config.data.data_dir):
+            run = run_experiment(config, backend)
     except Preempted as stop:
         if backend.is_chief:
             print(f"preempted: {stop}", file=sys.stderr)
