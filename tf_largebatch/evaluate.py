@@ -291,7 +291,7 @@ def main(argv):
 
 
 def run():
-    """`app.run(main)`, except that asking for help exits 0 (as `runner.run_cli`, which this
+    """`app.run(main)`, except that asking for help exits 0 (as `cli.run_cli`, which this
     CLI cannot import: the trainer's flags define another --model)."""
     try:
         app.run(main)

@@ -21,7 +21,7 @@ os.environ.setdefault("KERAS_BACKEND", "jax")
 
 from absl import flags  # noqa: E402
 
-from tf_largebatch.experiment import builders, runner  # noqa: E402
+from tf_largebatch.experiment import builders, cli, runner  # noqa: E402
 from tf_largebatch.experiment import flags as trainer_flags  # noqa: E402
 from tf_largebatch.experiment.config import ExperimentConfig  # noqa: E402
 
@@ -136,7 +136,7 @@ def main(argv):
 
 
 def run():
-    runner.run_cli(main, USAGE)
+    cli.run_cli(main, USAGE)
 
 
 if __name__ == "__main__":

@@ -12,14 +12,9 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # INFO off; warnings and errors stay
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
-from absl import flags  # noqa: E402
-
-from tf_largebatch.experiment import builders, runner  # noqa: E402
+from tf_largebatch.experiment import builders, cli, runner  # noqa: E402
 from tf_largebatch.experiment import flags as trainer_flags  # noqa: E402
 
-# `--help` lists the trainer's flags (they are defined in experiment.flags) and --log_dir.
-flags.adopt_module_key_flags(trainer_flags)
-flags.declare_key_flag("log_dir")
 TrainError = runner.TrainError
 USAGE = """\
 usage: horovodrun -np K python -m tf_largebatch.train --flagfile=configs/X.cfg [flags]
@@ -152,7 +147,7 @@ def main(argv):
 
 
 def run():
-    runner.run_cli(main, USAGE)
+    cli.run_cli(main, USAGE)
 
 
 if __name__ == "__main__":

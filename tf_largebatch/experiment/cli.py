@@ -123,3 +123,21 @@ def parse_flags(argv, usage, trainer_flags):
         sys.stderr.write(f"FATAL Flags parsing error: {err}\n")
         sys.exit(1)
     return app.parse_flags_with_usage(argv)
+
+
+HELP_FLAGS = ("-h", "-?", "--help", "--helpshort", "--helpfull", "--helpxml")
+
+
+def run_cli(main, usage="usage: python -m <trainer> --flagfile=configs/X.cfg [flags]"):
+    """`absl.app.run(main)` with `cli`'s help by topic, flag-file includes next to their
+    file and quiet frameworks; asking for help exits 0 (absl exits 1 after it)."""
+    from tf_largebatch.experiment.flags import trainer_flag_values
+
+    quiet_framework_logs()
+    own = list(trainer_flag_values())
+    try:
+        app.run(main, flags_parser=lambda argv: parse_flags(argv, usage, own))
+    except SystemExit as exit_:
+        if exit_.code == 1 and any(arg in HELP_FLAGS for arg in sys.argv[1:]):
+            sys.exit(0)
+        raise

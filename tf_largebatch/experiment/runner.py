@@ -431,26 +431,6 @@ def data_file_problem(err: Exception) -> str | None:
             "checkpoints committed in run.json are kept).")
 
 
-HELP_FLAGS = ("-h", "-?", "--help", "--helpshort", "--helpfull", "--helpxml")
-
-
-def run_cli(main, usage="usage: python -m <trainer> --flagfile=configs/X.cfg [flags]"):
-    """`absl.app.run(main)` with `cli`'s help by topic, flag-file includes next to their
-    file and quiet frameworks; asking for help exits 0 (absl exits 1 after it)."""
-    from absl import app
-
-    from tf_largebatch.experiment import cli
-
-    cli.quiet_framework_logs()
-    own = list(trainer_flag_values())
-    try:
-        app.run(main, flags_parser=lambda argv: cli.parse_flags(argv, usage, own))
-    except SystemExit as exit_:
-        if exit_.code == 1 and any(arg in HELP_FLAGS for arg in sys.argv[1:]):
-            sys.exit(0)
-        raise
-
-
 def main(argv: list[str], config: ExperimentConfig, backend: Backend) -> int:
     """Runs `run_experiment(config, backend)`; a problem the user must fix exits 1 with its
     message."""
