@@ -6,6 +6,8 @@ import pytest
 
 from tf_largebatch import callbacks, optimizers, schedules
 
+pytestmark = pytest.mark.unit
+
 
 def tiny_model():
     keras.utils.set_random_seed(1)

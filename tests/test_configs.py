@@ -9,6 +9,8 @@ from helpers import ROOT
 from tf_largebatch import portable_train, train  # noqa: F401  (train: the trainer and its flags)
 from tf_largebatch.experiment.builders import MODELS
 
+pytestmark = pytest.mark.unit
+
 CONFIGS = sorted((ROOT / "configs").glob("*.cfg"))
 GPU_PROTOCOL = sorted((ROOT / "configs").glob("cifar10_gpu_*.cfg"))
 

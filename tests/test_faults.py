@@ -15,6 +15,8 @@ from helpers import ROOT, horovodrun
 
 from tf_largebatch import callbacks
 
+pytestmark = pytest.mark.integration
+
 DUMP = ROOT / "tests/workers/train_and_dump.py"
 # A CIFAR ResNet-8 on 64 synthetic images; k = 2 simulated workers of n = 8, 3 steps per epoch.
 TINY = ["--model=cifar_resnet8", "--dataset=synthetic", "--synthetic_examples=64",

@@ -2,7 +2,10 @@
 
 import json
 
+import pytest
 from helpers import ROOT, horovodrun
+
+pytestmark = pytest.mark.integration
 
 
 def test_two_ranks_see_size_two_and_allreduce_sums(tmp_path):

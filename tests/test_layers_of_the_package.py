@@ -14,6 +14,8 @@ import ast
 import pytest
 from helpers import ROOT
 
+pytestmark = pytest.mark.unit
+
 PACKAGE = ROOT / "tf_largebatch"
 RECIPE = ["schedules", "optimizers", "models", "layers", "callbacks"]
 TRAINERS = ["train", "portable_train"]

@@ -8,6 +8,8 @@ import json
 import pytest
 from helpers import ROOT
 
+pytestmark = pytest.mark.unit
+
 spec = importlib.util.spec_from_file_location("allreduce_overlap",
                                               ROOT / "benchmarks/allreduce_overlap.py")
 overlap = importlib.util.module_from_spec(spec)

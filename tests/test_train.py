@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 from helpers import ROOT, horovodrun
 
+pytestmark = pytest.mark.integration
+
 # A CIFAR ResNet-8 on 64 synthetic images; n = 8, 3 steps per epoch.
 TINY = ["--model=cifar_resnet8", "--dataset=synthetic", "--synthetic_examples=64",
         "--per_worker_batch=8", "--steps_per_epoch=3", "--eval_steps=1", "--seed=3",
