@@ -71,10 +71,3 @@ def test_the_curves_cli_is_not_imported_by_anything_but_tests():
     for path in sorted(PACKAGE.rglob("*.py")):
         if path.name != "curves.py":
             assert "curves" not in imports_of(path), path
-
-
-@pytest.mark.parametrize("trainer", TRAINERS)
-def test_trainer_files_are_short(trainer):
-    # What differs between trainers only: the shared run is experiment.runner.
-    lines = (PACKAGE / f"{trainer}.py").read_text().count("\n")
-    assert lines < 150, lines
