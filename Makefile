@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 RUN_DIR ?= runs/demo-$(shell date +%Y%m%d-%H%M%S)
 
-.PHONY: setup demo test lint clean-demo
+.PHONY: setup demo test test-unit lint clean-demo
 
 setup:
 	@launchers/install.sh
@@ -31,3 +31,7 @@ lint: setup
 test: lint
 	@launchers/install_test_tools.sh
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest -q
+
+# The fast tier alone: the tests marked `unit` (in-process; no horovodrun, no trainer run).
+test-unit: lint
+	$(BIN)/python -m pytest -q -m unit
