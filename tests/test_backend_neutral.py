@@ -6,6 +6,8 @@ import ast
 import pytest
 from helpers import ROOT
 
+pytestmark = pytest.mark.unit
+
 KERAS_ONLY = ["callbacks", "layers", "losses", "models", "optimizers", "schedules"]
 
 

@@ -13,6 +13,8 @@ from tf_largebatch import portable_train, train  # noqa: F401  (train: the train
 from tf_largebatch.experiment import flagfiles
 from tf_largebatch.experiment.builders import MODELS
 
+pytestmark = pytest.mark.unit
+
 CONFIGS = sorted((ROOT / "configs").glob("*.cfg"))
 GPU_PROTOCOL = sorted((ROOT / "configs").glob("cifar10_gpu_*.cfg"))
 

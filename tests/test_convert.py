@@ -24,6 +24,8 @@ import tensorflow as tf
 from tf_largebatch import data
 from tf_largebatch.data import convert, errors
 
+pytestmark = pytest.mark.integration
+
 RNG = np.random.default_rng(7)
 REPO = Path(__file__).resolve().parents[1]
 
@@ -392,3 +394,37 @@ def test_a_read_only_output_folder_ends_in_one_error_line_and_keeps_the_shards(
         assert (out / name).stat().st_ino == before[name].st_ino
     assert rerun(tree, out, caplog, monkeypatch) == (1, 5)
     assert_converted(tree, out)
+
+
+# The command line, into a fresh folder and over a damaged one.
+
+
+def test_converter_cli_and_resume(tmp_path):
+    tree = make_tree(tmp_path / "tree")
+    out = tmp_path / "records"
+    args = [f"--input_dir={tree}", f"--output_dir={out}", "--shards_train=3", "--shards_val=1"]
+    run = subprocess.run(
+        [sys.executable, "-m", "tf_largebatch.data.convert", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO,
+    )
+    assert run.returncode == 0, run.stderr
+    shards = sorted(p.name for p in out.iterdir() if p.name not in ("labels.txt", "manifest.json"))
+    assert shards == [
+        "train-00000-of-00003",
+        "train-00001-of-00003",
+        "train-00002-of-00003",
+        "validation-00000-of-00001",
+    ]
+    content = {s: (out / s).read_bytes() for s in shards}
+    stat = {s: (out / s).stat() for s in shards}
+    (out / shards[0]).unlink()  # missing
+    (out / shards[1]).write_bytes(content[shards[1]][:100])  # interrupted write
+    assert convert.main(args) == 0
+    for s in shards:
+        assert (out / s).read_bytes() == content[s]
+    assert (out / shards[2]).stat().st_mtime_ns == stat[shards[2]].st_mtime_ns  # skipped
+    assert (out / shards[3]).stat().st_ino == stat[shards[3]].st_ino
+    assert not [p for p in out.iterdir() if ".tmp" in p.name]

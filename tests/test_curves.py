@@ -12,6 +12,8 @@ from matplotlib.colors import to_rgba
 from tf_largebatch import curves
 from tf_largebatch.experiment import curve_check, runs
 
+pytestmark = pytest.mark.unit
+
 ROOT = Path(__file__).resolve().parents[1]
 
 

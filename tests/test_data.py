@@ -9,8 +9,6 @@ index (and whose image is the constant colour index), or by their position in P_
 """
 
 import re
-import subprocess
-import sys
 import tarfile
 from pathlib import Path
 
@@ -20,6 +18,8 @@ import tensorflow as tf
 
 from tf_largebatch import data
 from tf_largebatch.data import convert, folders, preprocess, sources, tfrecord
+
+pytestmark = pytest.mark.unit
 
 REPO = Path(__file__).resolve().parents[1]
 CIFAR_TAR = REPO.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"
@@ -494,36 +494,6 @@ def test_roundtrip_folder_to_tfrecord(tree, tmp_path):
         for x, y in zip(batches(a), batches(b), strict=True):
             for u, v in zip(x, y, strict=True):
                 np.testing.assert_array_equal(u, v)
-
-
-def test_converter_cli_and_resume(tree, tmp_path):
-    out = tmp_path / "records"
-    args = [f"--input_dir={tree}", f"--output_dir={out}", "--shards_train=3", "--shards_val=1"]
-    run = subprocess.run(
-        [sys.executable, "-m", "tf_largebatch.data.convert", *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=REPO,
-    )
-    assert run.returncode == 0, run.stderr
-    shards = sorted(p.name for p in out.iterdir() if p.name not in ("labels.txt", "manifest.json"))
-    assert shards == [
-        "train-00000-of-00003",
-        "train-00001-of-00003",
-        "train-00002-of-00003",
-        "validation-00000-of-00001",
-    ]
-    content = {s: (out / s).read_bytes() for s in shards}
-    stat = {s: (out / s).stat() for s in shards}
-    (out / shards[0]).unlink()  # missing
-    (out / shards[1]).write_bytes(content[shards[1]][:100])  # interrupted write
-    assert convert.main(args) == 0
-    for s in shards:
-        assert (out / s).read_bytes() == content[s]
-    assert (out / shards[2]).stat().st_mtime_ns == stat[shards[2]].st_mtime_ns  # skipped
-    assert (out / shards[3]).stat().st_ino == stat[shards[3]].st_ino
-    assert not [p for p in out.iterdir() if ".tmp" in p.name]
 
 
 # ----------------------------------------------------------------------------- synthetic

@@ -10,6 +10,8 @@ from helpers import ROOT, horovodrun
 from tf_largebatch.data import sources
 from tf_largebatch.experiment import run_log
 
+pytestmark = pytest.mark.integration
+
 
 def test_demo_learns_and_ends_with_its_summary(tmp_path):
     result = horovodrun(["-m", "tf_largebatch.train", f"--flagfile={ROOT}/configs/demo.cfg",

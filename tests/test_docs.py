@@ -5,7 +5,10 @@ import re
 import subprocess
 import sys
 
+import pytest
 from helpers import ROOT
+
+pytestmark = pytest.mark.integration
 
 FLAG_SOURCE = ROOT / "tf_largebatch/experiment/flags.py"
 

@@ -3,6 +3,7 @@ flags on resume, unwritable folders. Each test fails on the trainer before these
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -14,6 +15,8 @@ import pytest
 from helpers import ROOT, horovodrun
 
 from tf_largebatch import callbacks
+
+pytestmark = pytest.mark.integration
 
 DUMP = ROOT / "tests/workers/train_and_dump.py"
 # A CIFAR ResNet-8 on 64 synthetic images; k = 2 simulated workers of n = 8, 3 steps per epoch.
@@ -50,6 +53,21 @@ def straight(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("straight")
     train(run_dir, "--epochs=3")
     return run_dir
+
+
+@pytest.fixture(scope="module")
+def two_epochs(tmp_path_factory):
+    """A finished run of 2 epochs (ckpt-1, ckpt-2), trained once for the module;
+    `copy_of_two_epochs` gives each test its own copy to resume or damage."""
+    run_dir = tmp_path_factory.mktemp("two_epochs")
+    train(run_dir, "--epochs=2")
+    return run_dir
+
+
+def copy_of_two_epochs(two_epochs, tmp_path):
+    """`tmp_path` holding the two-epoch run (the run's files name their folder nowhere)."""
+    shutil.copytree(two_epochs, tmp_path, dirs_exist_ok=True)
+    return tmp_path
 
 
 # checkpoint-saved@2: ckpt-2 is written, run.json still names ckpt-1 (before: resumed ckpt-2's
@@ -108,8 +126,9 @@ def test_a_kill_between_periodic_mid_epoch_checkpoints_loses_only_the_steps_sinc
     assert_equals_straight(tmp_path, straight)
 
 
-def test_an_unreadable_newest_checkpoint_falls_back_to_the_one_before(straight, tmp_path):
-    train(tmp_path, "--epochs=2")
+def test_an_unreadable_newest_checkpoint_falls_back_to_the_one_before(straight, two_epochs,
+                                                                      tmp_path):
+    copy_of_two_epochs(two_epochs, tmp_path)
     (data,) = (tmp_path / "checkpoints").glob("ckpt-2.data-*")
     data.write_bytes(data.read_bytes()[:100])  # truncated, as by a full disk
     resumed = train(tmp_path, "--epochs=3", "--resume")
@@ -121,8 +140,8 @@ def test_an_unreadable_newest_checkpoint_falls_back_to_the_one_before(straight, 
                                    err_msg=name)
 
 
-def test_resume_with_shorter_epochs_keeps_the_checkpointed_epochs_log_line(tmp_path):
-    train(tmp_path, "--epochs=2")
+def test_resume_with_shorter_epochs_keeps_the_checkpointed_epochs_log_line(two_epochs, tmp_path):
+    copy_of_two_epochs(two_epochs, tmp_path)
     resumed = train(tmp_path, "--epochs=3", "--resume", "--steps_per_epoch=2")
     assert [r["epoch"] for r in metrics(tmp_path)] == [1, 2, 3]
     assert "with 3 steps per epoch as k·n = 2×8 with 2" in resumed.stderr
@@ -153,8 +172,8 @@ def test_divergence_callback_on_hand_made_logs():
 @pytest.mark.parametrize("flag, named", [("--synthetic_examples=128", "train_examples = 64"),
                                          ("--base_lr=0.2", "Resume with the run's own --base_lr"),
                                          ("--model=cifar_resnet14", "model = 'cifar_resnet8'")])
-def test_resume_refuses_another_data_set_rate_or_model(tmp_path, flag, named):
-    train(tmp_path, "--epochs=2")
+def test_resume_refuses_another_data_set_rate_or_model(two_epochs, tmp_path, flag, named):
+    copy_of_two_epochs(two_epochs, tmp_path)
     before = (tmp_path / "checkpoints/run.json").read_text()
     result = train(tmp_path, "--epochs=3", "--resume", flag, check=False)
     assert result.returncode == 1 and named in result.stderr, result.stderr[-2000:]
@@ -362,16 +381,18 @@ def test_a_checkpoint_dir_inside_a_live_runs_log_dir_is_refused(tmp_path):
     # Same size (64) and class count (10), no class names: only the fingerprint differs.
     ("--dataset=shapes", "the training files"),
 ])
-def test_resume_refuses_another_optimizer_seed_precision_or_data_content(tmp_path, flag, named):
-    train(tmp_path, "--epochs=2")
+def test_resume_refuses_another_optimizer_seed_precision_or_data_content(two_epochs, tmp_path,
+                                                                        flag, named):
+    copy_of_two_epochs(two_epochs, tmp_path)
     before = state_of(tmp_path)
     result = train(tmp_path, "--epochs=3", "--resume", flag, check=False)
     assert result.returncode == 1 and named in result.stderr, result.stderr[-2000:]
     assert state_of(tmp_path) == before
 
 
-def test_a_garbage_line_in_metrics_jsonl_is_one_error_naming_the_file_and_line(tmp_path):
-    train(tmp_path, "--epochs=2")
+def test_a_garbage_line_in_metrics_jsonl_is_one_error_naming_the_file_and_line(two_epochs,
+                                                                               tmp_path):
+    copy_of_two_epochs(two_epochs, tmp_path)
     lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
     (tmp_path / "metrics.jsonl").write_text(lines[0] + "\n{garbage\n" + lines[1] + "\n")
     result = trainer(tmp_path, "--epochs=3", "--resume")
@@ -379,8 +400,8 @@ def test_a_garbage_line_in_metrics_jsonl_is_one_error_naming_the_file_and_line(t
     assert f"error: {tmp_path}/metrics.jsonl, line 2, is not a JSON record" in result.stderr
 
 
-def test_an_unreadable_run_json_falls_back_to_the_checkpoint_files(straight, tmp_path):
-    train(tmp_path, "--epochs=2")
+def test_an_unreadable_run_json_falls_back_to_the_checkpoint_files(straight, two_epochs, tmp_path):
+    copy_of_two_epochs(two_epochs, tmp_path)
     (tmp_path / "checkpoints/run.json").write_text('{"checkpoint": "ckpt-2", "ep')
     resumed = train(tmp_path, "--epochs=3", "--resume")
     assert "is unreadable" in resumed.stderr and "Resumed from" in resumed.stderr

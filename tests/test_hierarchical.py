@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 from helpers import ROOT
 
+pytestmark = pytest.mark.integration
+
 DUMP = ROOT / "tests/workers/train_and_dump.py"
 TINY = ["--model=cifar_resnet8", "--dataset=synthetic", "--synthetic_examples=128",
         "--per_worker_batch=8", "--steps_per_epoch=2", "--eval_steps=1", "--seed=3",

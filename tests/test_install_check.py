@@ -3,7 +3,11 @@
 import subprocess
 import sys
 
+import pytest
+
 from tf_largebatch import install_check
+
+pytestmark = pytest.mark.integration
 
 GOOD = """Horovod v0.28.1:
 

@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 from helpers import ROOT
 
+pytestmark = pytest.mark.integration
+
 MANIFEST = ROOT / "launchers/k8s-mpijob.yaml"
 # The manifest trains ResNet-50 on ImageNet; here its command gets these flags appended (the
 # later value of a flag wins): a CIFAR ResNet-8 on 256 generated images, k = 2 processes of

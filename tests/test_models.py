@@ -29,6 +29,8 @@ from keras import ops
 from tf_largebatch.layers import GhostBatchNormalization
 from tf_largebatch.models import cifar_resnet, resnet
 
+pytestmark = pytest.mark.unit
+
 RESNET50_BLOCKS = (3, 4, 6, 3)
 
 

@@ -6,6 +6,8 @@ import pytest
 
 from tf_largebatch import optimizers, schedules
 
+pytestmark = pytest.mark.unit
+
 RNG = np.random.default_rng(0)
 A = RNG.normal(size=(6, 4)).astype("float32")
 Y = RNG.normal(size=(6,)).astype("float32")

@@ -30,6 +30,8 @@ from tf_largebatch.plan import (
     step_time,
 )
 
+pytestmark = pytest.mark.unit
+
 B = 1680
 LINK = Link(0.01, 1680.0)
 

@@ -8,7 +8,10 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+import pytest
 from helpers import ROOT, horovodrun
+
+pytestmark = pytest.mark.integration
 
 
 def test_the_stop_flag_rides_in_the_gradients_and_leaves_them_unchanged(tmp_path):

@@ -8,6 +8,8 @@ import pytest
 
 from tf_largebatch import schedules
 
+pytestmark = pytest.mark.unit
+
 
 def lr(schedule, step):
     return float(keras.ops.convert_to_numpy(schedule(step)))

@@ -23,6 +23,8 @@ import numpy as np
 import pytest
 from helpers import ROOT, horovodrun
 
+pytestmark = pytest.mark.integration
+
 SBATCH = ROOT / "launchers/slurm.sbatch"
 PATH = os.environ.get("PATH", "") + ":/usr/sbin:/sbin"  # Debian puts the daemons in sbin
 DAEMONS = ("munged", "slurmctld", "slurmd")

@@ -1,17 +1,14 @@
-"""Reading Horovod's timeline (benchmarks/allreduce_overlap.py) on traces written by hand in
+"""Reading Horovod's timeline (tf_largebatch.timeline) on traces written by hand in
 Horovod's format: one trace "process" per tensor, B NEGOTIATE_ALLREDUCE / E, then
 B ALLREDUCE (nested phases) E, the outer E with dtype and shape. Times in µs."""
 
-import importlib.util
 import json
 
 import pytest
-from helpers import ROOT
 
-spec = importlib.util.spec_from_file_location("allreduce_overlap",
-                                              ROOT / "benchmarks/allreduce_overlap.py")
-overlap = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(overlap)
+from tf_largebatch import timeline as overlap
+
+pytestmark = pytest.mark.unit
 
 
 def tensor(pid, name):

@@ -31,8 +31,9 @@ class HorovodBackend(runner.Backend):
     name = "horovod"
 
     def start(self, config):
-        from tf_largebatch import distributed
+        from tf_largebatch import distributed  # here, not at the top: --help needs no TensorFlow
 
+        self.distributed = distributed
         super().start(config)
         system = config.system
         self.context = distributed.init(system.hierarchical_allreduce,
@@ -92,8 +93,7 @@ class HorovodBackend(runner.Backend):
         return dict(validation_data=dataset, validation_steps=steps), images
 
     def wrap_optimizer(self, optimizer):
-        from tf_largebatch import distributed
-
+        distributed = self.distributed
         self.stop_flag = distributed.StopFlag()
         system = self.config.system
         return distributed.distributed_optimizer(
@@ -112,24 +112,17 @@ class HorovodBackend(runner.Backend):
         return checkpointing.Checkpointer(directory, model, self.config.output.keep_checkpoints)
 
     def average(self, value, count):
-        from tf_largebatch import distributed
-
-        return distributed.weighted_mean(value, count)
+        return self.distributed.weighted_mean(value, count)
 
     def any_worker(self, flag):
-        from tf_largebatch import distributed
-
-        return distributed.any_worker(flag)
+        return self.distributed.any_worker(flag)
 
     def average_worker_state(self, model):
-        from tf_largebatch import distributed
-
-        distributed.average_batch_norm_statistics(model)
+        self.distributed.average_batch_norm_statistics(model)
 
     def first_callbacks(self):
-        from tf_largebatch import distributed
-
-        return [distributed.BroadcastInitialState(), distributed.AverageBatchNormStatistics()]
+        bridge = self.distributed
+        return [bridge.BroadcastInitialState(), bridge.AverageBatchNormStatistics()]
 
     def chief_callbacks(self, log_dir):
         import keras
