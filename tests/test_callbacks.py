@@ -48,7 +48,7 @@ def test_the_scheduled_rate_is_the_one_the_compiled_step_applies():
     schedule = schedules.goyal_schedule(4, 4, steps_per_epoch=4, warmup_epochs=1,
                                         total_epochs=3, milestones=(2,))
     model = linear_model()
-    model.compile(optimizers.MomentumSGD(1.0, momentum=0.0, weight_decay=0.0), mean_output)
+    model.compile(optimizers.MomentumSGD(1.0, momentum=0.0, l2=0.0), mean_output)
     model.fit(*ones(), batch_size=4, epochs=2, verbose=0, shuffle=False,
               callbacks=[callbacks.StepLearningRateScheduler(schedule)])
     np.testing.assert_allclose(model.get_weights()[0], np.full((3, 1), -0.03828125), rtol=1e-6)
@@ -61,7 +61,7 @@ def test_the_scheduled_weight_decay_is_the_one_the_compiled_step_applies():
     decay = schedules.WeightDecaySchedule(5e-5, steps_per_epoch=4, total_epochs=2,
                                           final_fraction=0.5)
     model = linear_model("ones")
-    model.compile(optimizers.MomentumSGD(100.0, momentum=0.0, weight_decay=0.0), mean_output)
+    model.compile(optimizers.MomentumSGD(100.0, momentum=0.0, l2=0.0), mean_output)
     model.fit(*ones(c=0.0), batch_size=4, epochs=2, verbose=0,
               callbacks=[callbacks.WeightDecayScheduler(decay)])
     np.testing.assert_allclose(model.get_weights()[0], np.full((3, 1), 0.94152695), rtol=1e-6)
