@@ -112,8 +112,9 @@ def test_evaluate_on_one_process_reproduces_the_runs_last_validation(run_dir, tm
     # The per-class errors, worked out again here with NumPy on the model's logits.
     import keras
 
-    import tf_largebatch  # noqa: F401  (registers the package's Keras objects)
-    from tf_largebatch import data
+    # Registers the package's Keras objects (this process imported the package before Keras,
+    # so `import tf_largebatch` alone would not: see its docstring).
+    from tf_largebatch import data, layers, losses, optimizers, schedules  # noqa: F401
 
     model = keras.models.load_model(run_dir / "model.keras", compile=False)
     ds, _ = data.eval_dataset("shapes", image_size=32, per_worker_batch=64,
