@@ -4,6 +4,7 @@ reproduces the run's last validation from it, on one process and under real
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -181,6 +182,22 @@ def test_a_run_killed_while_saving_its_model_leaves_no_model_keras(tmp_path):
     assert logged_epochs(tmp_path / "killed") == [1, 2]
     assert (tmp_path / "killed/.tmp-model.keras").exists()  # whole, but not the run's model
     assert not (tmp_path / "killed/model.keras").exists()
+    shutil.copy(tmp_path / "killed/.tmp-model.keras", tmp_path / "written-when-killed.keras")
+    # Its --resume trains nothing and writes the model of the last checkpoint.
+    resumed = subprocess.run([sys.executable, *RUN, *common, f"--log_dir={tmp_path}/killed",
+                              "--resume"], capture_output=True, text=True, cwd=ROOT,
+                             timeout=600, env=ENV)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "no model.keras" in resumed.stderr
+    assert logged_epochs(tmp_path / "killed") == [1, 2]  # nothing trained again
+    import keras
+
+    from tf_largebatch import layers, losses, optimizers, schedules  # noqa: F401  (registers)
+
+    want = keras.models.load_model(tmp_path / "written-when-killed.keras", compile=False)
+    got = keras.models.load_model(tmp_path / "killed/model.keras", compile=False)
+    for a, b in zip(want.weights, got.weights, strict=True):  # the same trained model
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=a.path)
     # SIGTERM in the first epoch: the trainer exits 75 (preempted), with no model.
     stopped = subprocess.run([sys.executable, *RUN, *common, f"--log_dir={tmp_path}/stopped"],
                              capture_output=True, text=True, cwd=ROOT, timeout=600,

@@ -154,8 +154,9 @@ def resume_point(config: ExperimentConfig, checkpointer, layout, optimizer,
     (--resume, or --resume=auto when the folders hold a run)
     continues after the newest committed checkpoint (run.json), skipping unreadable ones; a
     folder whose run was killed before its first commit starts from the beginning, with a
-    warning. If k·n or the steps per epoch changed (a job restarted on another number of
-    workers), the rate follows the linear rule for the new global batch and the global step
+    warning; a run that trained every epoch but stopped before its model.keras was written
+    writes it and trains nothing. If k·n or the steps per epoch changed (a job restarted on
+    another number of workers), the rate follows the linear rule for the new global batch and the global step
     restarts at epoch × the new steps per epoch (a mid-epoch checkpoint continues at the
     same place in the epoch's order, rounded down to a whole new global batch), with a
     warning saying so. The model, the reference rate and the data set must not change.
@@ -204,8 +205,13 @@ def resume_point(config: ExperimentConfig, checkpointer, layout, optimizer,
             layout.steps_per_epoch, epoch, steps_into_epoch)
         optimizer.iterations.assign(epoch * layout.steps_per_epoch + steps_into_epoch)
     if epoch >= config.schedule.epochs:
-        raise TrainError(f"the checkpoint is at epoch {epoch}, not before --epochs="
-                         f"{config.schedule.epochs}: raise --epochs to train further.")
+        if os.path.exists(os.path.join(log_dir, "model.keras")):
+            raise TrainError(f"the checkpoint is at epoch {epoch}, not before --epochs="
+                             f"{config.schedule.epochs}: raise --epochs to train further.")
+        # Trained to the end, but stopped while writing its model: write it, train nothing.
+        logging.warning("--resume: the run trained all %d epochs but has no model.keras (it "
+                        "stopped while writing it): writing it from the last checkpoint.",
+                        epoch)
     step = int(keras.ops.convert_to_numpy(optimizer.iterations))
     checkpointer.log_step_offset = log_step - step
     return ResumePoint(epoch, log_step, steps_into_epoch,
