@@ -151,15 +151,15 @@ def resume_point(config: ExperimentConfig, checkpointer, layout, optimizer,
     """Where to start from, by one policy for every trainer.
 
     A fresh run refuses a --checkpoint_dir that already holds checkpoints. A resumed run
-    (--resume, or --resume=auto when the folders hold a run)
-    continues after the newest committed checkpoint (run.json), skipping unreadable ones; a
-    folder whose run was killed before its first commit starts from the beginning, with a
-    warning; a run that trained every epoch but stopped before its model.keras was written
-    writes it and trains nothing. If k·n or the steps per epoch changed (a job restarted on
-    another number of workers), the rate follows the linear rule for the new global batch
-    and the global step restarts at epoch × the new steps per epoch (a mid-epoch checkpoint
-    continues at the same place in the epoch's order, rounded down to a whole new global batch), with a
-    warning saying so. The model, the reference rate and the data set must not change.
+    (--resume, or --resume=auto when the folders hold a run) continues after the newest
+    committed checkpoint (run.json), skipping unreadable ones; a folder whose run was killed
+    before its first commit starts from the beginning, with a warning; a run that trained
+    every epoch but stopped before its model.keras was written writes it and trains nothing.
+    If k·n or the steps per epoch changed (a job restarted on another number of workers),
+    the rate follows the linear rule for the new global batch and the global step restarts
+    at epoch × the new steps per epoch (a mid-epoch checkpoint continues at the same place
+    in the epoch's order, rounded down to a whole new global batch), with a warning saying
+    so. The model, the reference rate and the data set must not change.
     """
     import keras
 
