@@ -11,7 +11,8 @@ synthetic batch for a few steps after one warmup step:
   with `keras.optimizers.SGD(momentum=0.9)`, accuracy metric, no callbacks.
 Ratio = package images/s ÷ plain images/s (≥ 1.0: the package adds nothing). This
 machine's throughput jumps between levels from one process to the next (a shared VM), so
-the sides alternate for --repeats rounds and the medians are compared.
+the sides alternate for --repeats rounds, each leading every other round, and the medians
+are compared; `round_ratios` gives each round's ratio, for the spread.
 """
 
 import argparse
@@ -113,8 +114,9 @@ def main():
             precision = variant if variant.startswith("mixed") else "float32"
             row = {"case": case, "variant": variant}
             samples = {"plain": [], "package": []}
-            for _ in range(args.repeats):
-                for side in samples:
+            for round_index in range(args.repeats):
+                sides = list(samples) if round_index % 2 == 0 else list(samples)[::-1]
+                for side in sides:  # each side leads every other round
                     samples[side].append(run_case(side, case, xla, precision))
             for side, runs in samples.items():
                 rates = [r["images_per_sec"] for r in runs]
@@ -122,11 +124,14 @@ def main():
                              "all_images_per_sec": rates,
                              "peak_rss_mb": statistics.median(r["peak_rss_mb"] for r in runs)}
             row["ratio"] = row["package"]["images_per_sec"] / row["plain"]["images_per_sec"]
+            pairs = zip(samples["package"], samples["plain"], strict=True)
+            row["round_ratios"] = [p["images_per_sec"] / q["images_per_sec"] for p, q in pairs]
             row["memory_ratio"] = row["package"]["peak_rss_mb"] / row["plain"]["peak_rss_mb"]
             results["rows"].append(row)
             print(f"{case:22s} {variant:15s} plain {row['plain']['images_per_sec']:8.2f} img/s "
                   f"package {row['package']['images_per_sec']:8.2f} img/s ratio "
-                  f"{row['ratio']:.3f}  peak RSS {row['plain']['peak_rss_mb']:.0f} / "
+                  f"{row['ratio']:.3f} (rounds {min(row['round_ratios']):.3f}–"
+                  f"{max(row['round_ratios']):.3f})  peak RSS {row['plain']['peak_rss_mb']:.0f} / "
                   f"{row['package']['peak_rss_mb']:.0f} MB", flush=True)
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     with open(args.out, "w") as f:

@@ -263,3 +263,29 @@ def test_a_config_saved_with_the_old_name_loads_as_l2():
     lars = optimizers.LARS.from_config(dict(old_config, name="LARS", weight_decay=schedule,
                                             trust_coefficient=0.01))
     assert isinstance(lars.l2, schedules.WeightDecaySchedule) and lars.l2.final_weight_decay == 1.0
+
+
+def ops_per_variable(make_optimizer, name):
+    """Graph ops that one more variable (`name`0, `name`1, ...) adds to a compiled apply."""
+    import tensorflow as tf
+
+    counts = []
+    for n in (2, 12):
+        optimizer = make_optimizer()
+        variables = [keras.Variable(np.ones(3, "float32"), name=f"{name}{i}") for i in range(n)]
+        optimizer.build(variables)
+        grads = [tf.ones(3) for _ in variables]
+        step = tf.function(lambda: optimizer.apply(grads, variables))  # noqa: B023 (traced here)
+        counts.append(len(step.get_concrete_function().graph.get_operations()))
+    return (counts[1] - counts[0]) / 10
+
+
+def test_the_step_scalars_are_computed_once_per_step_not_per_variable():
+    """η_t, λ and m·η_t/η_{t−1} are shared: per variable the corrected update costs what
+    Keras's SGD costs, plus reading w, λ·w and g + λw where weight decay applies."""
+    keras_sgd = ops_per_variable(lambda: keras.optimizers.SGD(0.1, momentum=0.9), "bias")
+    schedule = keras.optimizers.schedules.ExponentialDecay(0.1, 10, 0.5)
+    for rate in (0.1, schedule):
+        assert ops_per_variable(lambda r=rate: optimizers.MomentumSGD(r), "bias") <= keras_sgd
+        assert ops_per_variable(lambda r=rate: optimizers.MomentumSGD(r), "kernel") <= \
+            keras_sgd + 3

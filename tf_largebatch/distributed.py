@@ -89,6 +89,12 @@ class ThreePhaseAllreduce:
 
 _three_phase = None  # the process-set scheme, when init() chose it
 
+# Horovod's cycle in a single process. Its background thread wakes every cycle (1 ms by
+# default) even with nothing to exchange: 1.7% of a one-process training run's CPU
+# (docs/performance.md). The package exchanges nothing when hvd.size() == 1; a
+# collective called there anyway waits at most one cycle.
+SINGLE_PROCESS_CYCLE_TIME_MS = 100
+
 
 def horovod_settings() -> dict:
     """{variable: value} of horovodrun's tuning variables set in this process's environment
@@ -113,11 +119,13 @@ def init(hierarchical_allreduce: bool = False, fusion_threshold_mb: float | None
 
     Horovod reads its tuning variables at `hvd.init()`, so they are set here first; the
     arguments override what a launcher set (`horovodrun --fusion-threshold-mb ...` sets the
-    same variables). With `hierarchical_allreduce`, or HOROVOD_HIERARCHICAL_ALLREDUCE=1 from
-    the launcher (`horovodrun --hierarchical-allreduce`), Horovod's native scheme is used
-    where it works (a build with MPI and NCCL, GPUs, several hosts); elsewhere (Gloo, CPU,
-    one host) the paper's three phases run on Horovod process sets (`ThreePhaseAllreduce`).
-    The log says which, and why. Returns a `Context` with the settings in effect.
+    same variables). In a single process without a cycle time set, Horovod runs with a
+    100 ms cycle (its idle background thread otherwise wakes every 1 ms, for nothing). With
+    `hierarchical_allreduce`, or HOROVOD_HIERARCHICAL_ALLREDUCE=1 from the launcher
+    (`horovodrun --hierarchical-allreduce`), Horovod's native scheme is used where it works
+    (a build with MPI and NCCL, GPUs, several hosts); elsewhere (Gloo, CPU, one host) the
+    paper's three phases run on Horovod process sets (`ThreePhaseAllreduce`). The log says
+    which, and why. Returns a `Context` with the settings in effect.
     """
     global _three_phase
     requested_by = "--hierarchical_allreduce"
@@ -131,7 +139,16 @@ def init(hierarchical_allreduce: bool = False, fusion_threshold_mb: float | None
     if cycle_time_ms is not None:
         os.environ["HOROVOD_CYCLE_TIME"] = str(cycle_time_ms)
     settings = horovod_settings()  # before the process-set scheme drops the native variable
-    hvd.init(process_sets="dynamic" if hierarchical_allreduce else None)
+    process_sets = "dynamic" if hierarchical_allreduce else None
+    hvd.init(process_sets=process_sets)
+    if hvd.size() == 1 and "HOROVOD_CYCLE_TIME" not in os.environ:
+        hvd.shutdown()  # Horovod reads its settings at init only: restart with a long cycle
+        os.environ["HOROVOD_CYCLE_TIME"] = str(SINGLE_PROCESS_CYCLE_TIME_MS)
+        settings["HOROVOD_CYCLE_TIME"] = os.environ["HOROVOD_CYCLE_TIME"]
+        try:
+            hvd.init(process_sets=process_sets)
+        finally:  # not for the processes this one starts (horovodrun in tests, launchers)
+            del os.environ["HOROVOD_CYCLE_TIME"]
     gpus = tf.config.list_physical_devices("GPU")
     for gpu in gpus:
         tf.config.experimental.set_memory_growth(gpu, True)
