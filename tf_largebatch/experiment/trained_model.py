@@ -14,7 +14,6 @@ kill or a full disk leaves the previous file or the new one, never half of one.
 (the crash tests' hook, see `tf_largebatch.faults`).
 """
 
-import contextlib
 import os
 import shutil
 
@@ -35,42 +34,12 @@ def _fsync(path):
         os.close(descriptor)
 
 
-def _loadable(cls) -> bool:
-    """Whether `keras.models.load_model` can find optimizer class `cls` by the name that
-    `model.save` records: a Keras built-in, or an object registered under its name."""
-    if not (isinstance(cls, type) and issubclass(cls, keras.optimizers.Optimizer)):
-        return False
-    if cls.__module__.split(".")[0] == "keras":
-        return True
-    return keras.saving.get_registered_object(keras.saving.get_registered_name(cls)) is cls
-
-
-@contextlib.contextmanager
-def loadable_optimizer_class(model):
-    """For the length of a save, gives `model.optimizer` the nearest class of its own that
-    `load_model` can find. The Horovod bridge (`distributed.distributed_optimizer`) turns the
-    optimizer into a class made at run time, `Distributed<Base>`, that no loader knows; the
-    saved file then names `<Base>` (same config and variables; the allreduce is the running
-    job's business, not the model's). Other optimizers are left as they are."""
-    optimizer = getattr(model, "optimizer", None)
-    original = type(optimizer)
-    if optimizer is None or _loadable(original):
-        yield
-        return
-    optimizer.__class__ = next(cls for cls in original.__mro__ if _loadable(cls))
-    try:
-        yield
-    finally:
-        optimizer.__class__ = original
-
-
 def save_model_file(model, path: str) -> None:
     """`model.save(path)` through a temporary file in the same folder, fsynced and renamed."""
     folder = os.path.dirname(os.path.abspath(path))
     tmp = os.path.join(folder, ".tmp-" + os.path.basename(path))  # Keras wants a .keras name
     try:
-        with loadable_optimizer_class(model):
-            model.save(tmp, overwrite=True)
+        model.save(tmp, overwrite=True)  # the bridged optimizer keeps its own class
         _fsync(tmp)
         fault_point("model-written")
         os.replace(tmp, path)
