@@ -205,10 +205,10 @@ def resume_point(config: ExperimentConfig, checkpointer, layout, optimizer,
             layout.steps_per_epoch, epoch, steps_into_epoch)
         optimizer.iterations.assign(epoch * layout.steps_per_epoch + steps_into_epoch)
     if epoch >= config.schedule.epochs:
-        if os.path.exists(os.path.join(log_dir, "model.keras")):
+        if not finished_without_model(log_dir, epoch, config.schedule.epochs):
             raise TrainError(f"the checkpoint is at epoch {epoch}, not before --epochs="
                              f"{config.schedule.epochs}: raise --epochs to train further.")
-        # Trained to the end, but stopped while writing its model: write it, train nothing.
+        # Trained to its end, but stopped while writing its model: write it, train nothing.
         logging.warning("--resume: the run trained all %d epochs but has no model.keras (it "
                         "stopped while writing it): writing it from the last checkpoint.",
                         epoch)
@@ -216,6 +216,18 @@ def resume_point(config: ExperimentConfig, checkpointer, layout, optimizer,
     checkpointer.log_step_offset = log_step - step
     return ResumePoint(epoch, log_step, steps_into_epoch,
                        partial.get("means") if steps_into_epoch else None, log_step - step)
+
+
+def finished_without_model(log_dir: str, epoch: int, epochs: int) -> bool:
+    """Whether the run in `log_dir` trained to the end it was started for (its flags.json's
+    --epochs, = this run's, = the checkpoint's epoch) but has no model.keras."""
+    try:
+        with open(os.path.join(log_dir, "flags.json")) as f:
+            planned = json.load(f).get("epochs")
+    except (OSError, ValueError):
+        return False
+    return planned == epoch == epochs and not os.path.exists(os.path.join(log_dir,
+                                                                          "model.keras"))
 
 
 def check_writable(flag, directory):
