@@ -1,9 +1,10 @@
 """Listing an image folder tree ``<data_dir>/{train,val|test}/<class>/*.jpg`` (no TensorFlow).
 
 Labels are the positions of the class-folder names of ``train/`` in sorted order, and the eval
-split must have the same set; files ``.jpg/.jpeg/.png`` (any case) sorted by name, other files
-skipped with a warning; every file's magic bytes are checked while listing (a thread pool reads 8
-bytes per file), so a non-image fails up front with its path.
+split must have the same set (without ``train/``, the eval split alone can be listed, labelled by
+its own class folders); files ``.jpg/.jpeg/.png`` (any case) sorted by name, other files skipped
+with a warning; every file's magic bytes are checked while listing (a thread pool reads 8 bytes
+per file), so a non-image fails up front with its path.
 """
 
 import concurrent.futures
@@ -29,15 +30,18 @@ def _class_dirs(split_dir: str) -> list[str]:
         return sorted(e.name for e in it if e.is_dir() and not e.name.startswith("."))
 
 
-def folder_splits(data_dir: str) -> dict[str, str]:
-    """Returns ``{"train": <data_dir>/train, "eval": <data_dir>/val or /test}``, checked."""
+def folder_splits(data_dir: str, need_train: bool = True) -> dict[str, str]:
+    """Returns ``{"train": <data_dir>/train, "eval": <data_dir>/val or /test}``, checked; without
+    ``need_train``, no "train" when ``train/`` is absent."""
     layout = "expected <data_dir>/train/<class>/*.jpg and <data_dir>/val/<class>/*.jpg"
     require_dir(data_dir, f"image folder ({layout})")
     train = os.path.join(data_dir, "train")
-    require_dir(train, f"training split ({layout})")
+    if need_train:
+        require_dir(train, f"training split ({layout})")
+    splits = {"train": train} if os.path.isdir(train) else {}
     for name in ("val", "test"):
         if os.path.isdir(os.path.join(data_dir, name)):
-            return {"train": train, "eval": os.path.join(data_dir, name)}
+            return {**splits, "eval": os.path.join(data_dir, name)}
     raise DataNotFoundError(
         f"validation split not found: neither {os.path.join(data_dir, 'val')} nor "
         f"{os.path.join(data_dir, 'test')} exists ({layout})"
@@ -75,13 +79,16 @@ def list_image_folder(data_dir: str, split: str, check_files: bool = True):
     """Lists one split of an image folder tree.
 
     Returns ``(paths, labels, class_names)``: sorted file paths (class by class), int32 labels and
-    the sorted class-folder names of ``train/``, which must equal those of the eval split.
+    the sorted class-folder names of ``train/``, which must equal those of the eval split (of the
+    eval split when "eval" is listed from a tree without ``train/``).
     """
-    dirs = folder_splits(data_dir)
-    classes = _class_dirs(dirs["train"])
+    dirs = folder_splits(data_dir, need_train=split == "train")
     eval_classes = _class_dirs(dirs["eval"])
+    labels_from = dirs.get("train", dirs["eval"])
+    classes = _class_dirs(labels_from)
     if not classes:
-        raise DataError(f"{dirs['train']} has no class folders; expected train/<class>/*.jpg")
+        raise DataError(f"{labels_from} has no class folders; expected "
+                        f"{os.path.basename(labels_from)}/<class>/*.jpg")
     if classes != eval_classes:
         only_train = sorted(set(classes) - set(eval_classes))
         only_eval = sorted(set(eval_classes) - set(classes))

@@ -29,7 +29,7 @@ from tf_largebatch.data.constants import (
     IMAGENET_MEAN,
     IMAGENET_STD,
 )
-from tf_largebatch.data.folders import list_image_folder
+from tf_largebatch.data.folders import folder_splits, list_image_folder
 from tf_largebatch.data.sources import shard_files
 
 EVAL_RESIZE_RATIO = 256 / 224
@@ -55,12 +55,14 @@ def decode_problem(contents: bytes) -> str | None:
 def find_undecodable(dataset: str, data_dir: str, threads: int = 8) -> str | None:
     """Finds the first image of a "folder" or "tfrecord" source that :func:`decode` rejects.
 
-    Scans the training split, then the evaluation split, decoding eagerly on ``threads``
-    threads. Returns ``"<file>: <reason>"`` (folder) or ``"<shard>, record <i> (<image/filename>):
-    <reason>"`` (tfrecord), or None when every image decodes or the source is another kind.
+    Scans the training split (a folder's when it has one), then the evaluation split, decoding
+    eagerly on ``threads`` threads. Returns ``"<file>: <reason>"`` (folder) or ``"<shard>,
+    record <i> (<image/filename>): <reason>"`` (tfrecord), or None when every image decodes or
+    the source is another kind.
     """
     if dataset == "folder":
-        jobs = [p for split in ("train", "eval") for p in list_image_folder(data_dir, split)[0]]
+        splits = folder_splits(data_dir, need_train=False)  # the splits it has
+        jobs = [p for split in splits for p in list_image_folder(data_dir, split)[0]]
 
         def check(path):
             with open(path, "rb") as f:

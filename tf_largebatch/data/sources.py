@@ -6,7 +6,8 @@ shard order), so the sharding code can work on indices alone:
 
 * ``"folder"``: ``<data_dir>/train/<class>/*`` and ``<data_dir>/val/<class>/*`` (``test/`` when
   ``val/`` is absent); labels = position of the class folder name in sorted order, taken from
-  ``train/`` and required to be the same set in both splits. Files ``.jpg/.jpeg/.png`` (any
+  ``train/`` and required to be the same set in both splits (the eval split of a tree without
+  ``train/`` is labelled by its own class folders). Files ``.jpg/.jpeg/.png`` (any
   case), sorted by name; other files are skipped with a warning. Every file's magic bytes are
   checked while listing (a thread pool reads 8 bytes per file), so a non-image fails up front; a
   truncated JPEG fails at decode time (``tf.errors.InvalidArgumentError``), never as a black image.
