@@ -157,7 +157,7 @@ def test_bad_input_gets_one_error_line_naming_the_problem_and_the_fix(run_dir, t
     assert f"--model={tmp_path}/none.keras: no such file" in line and "model.keras" in line
     (tmp_path / "notes.keras").write_text("not a model")
     line = one_error_line(python(*evaluate, f"--model={tmp_path}/notes.keras", check=False))
-    assert "is not a Keras model file" in line and "model.save" in line
+    assert "is not a readable Keras model file" in line and "model.save" in line
     # An image folder of 3 classes for a model of 10.
     for split in ("train", "val"):
         for name in ("cat", "dog", "emu"):
@@ -169,6 +169,84 @@ def test_bad_input_gets_one_error_line_naming_the_problem_and_the_fix(run_dir, t
                                  check=False))
     assert "the model predicts 10 classes but" in line and "has 3" in line
     assert "--dataset" in line
+
+
+@pytest.fixture(scope="module")
+def folder_run(run_dir, tmp_path_factory):
+    """The run as if it had trained on an image folder: its model.keras, metrics.jsonl and
+    flags.json (--dataset=folder, --data_dir=<root>/full) in <root>/run. <root>/full/val holds
+    the shapes validation images as PNGs (lossless: the same pixels), class c in folder c, and
+    full/train is a link to it; <root>/val_only holds the same val/ and nothing else."""
+    import tensorflow as tf
+
+    from tf_largebatch import data
+
+    root = tmp_path_factory.mktemp("folder_run")
+    source = data.get_source("shapes", None, "eval", image_size=32, num_classes=10)
+    for i in range(source.num_examples):
+        image, label = source.read(tf.constant(i, tf.int64))
+        path = root / "full/val" / str(int(label)) / f"{i:03d}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(tf.io.encode_png(image).numpy())
+    (root / "full/train").symlink_to(root / "full/val")
+    (root / "val_only").mkdir()
+    (root / "val_only/val").symlink_to(root / "full/val")
+    (root / "run").mkdir()
+    for name in ("model.keras", "metrics.jsonl"):
+        shutil.copy(run_dir / name, root / "run" / name)
+    flags = json.loads((run_dir / "flags.json").read_text())
+    flags.update(dataset="folder", data_dir=str(root / "full"))
+    (root / "run/flags.json").write_text(json.dumps(flags))
+    return root
+
+
+def test_data_dir_alone_is_read_as_the_runs_kind_of_data(folder_run, run_dir, tmp_path):
+    # The run's kind of data (folder) from --data_dir, which has no train/: the shapes
+    # validation images again, so the run's numbers again.
+    result = python("-m", "tf_largebatch.evaluate", f"--model={folder_run}/run/model.keras",
+                    f"--data_dir={folder_run}/val_only", f"--json={tmp_path}/results.json")
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert (results["dataset"], results["data_dir"]) == ("folder", f"{folder_run}/val_only")
+    assert_reproduces(results, run_dir)
+    assert "The run's last validation" not in result.stdout  # not the run's folder
+
+
+def test_data_dir_alone_is_refused_where_the_runs_data_cannot_be_read(folder_run, run_dir,
+                                                                       tmp_path):
+    evaluate = ("-m", "tf_largebatch.evaluate")
+    line = one_error_line(python(*evaluate, f"--model={folder_run}/run/model.keras",
+                                 f"--data_dir={tmp_path}/nope", check=False))
+    assert line == (f"error: --data_dir={tmp_path}/nope: no such folder. Pass --data_dir=<the "
+                    "folder that holds the folder data to evaluate>.")
+    line = one_error_line(python(*evaluate, f"--model={run_dir}/model.keras",
+                                 f"--data_dir={folder_run}/full", check=False))
+    assert line.startswith(f"error: --data_dir={folder_run}/full: the run's --dataset=shapes "
+                           "is generated and reads no data_dir. Leave --data_dir out")
+
+
+def test_a_model_of_the_packages_resnet_builder_is_evaluated_as_imagenets(tmp_path):
+    from tf_largebatch import models
+
+    models.resnet(18, num_classes=10, input_shape=(32, 32, 3)).save(tmp_path / "resnet18.keras")
+    python("-m", "tf_largebatch.evaluate", f"--model={tmp_path}/resnet18.keras",
+           "--dataset=shapes", f"--json={tmp_path}/results.json")
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["preprocessing"] == "imagenet"  # its name is resnet18_v1_5
+    assert results["images"] == 256
+    assert [c["images"] for c in results["per_class"]] == CLASS_IMAGES
+
+
+def test_a_truncated_or_foreign_keras_file_is_named_as_such(run_dir, tmp_path):
+    whole = (run_dir / "model.keras").read_bytes()
+    (tmp_path / "model.keras").write_bytes(whole[:len(whole) // 2])  # a copy cut short
+    (tmp_path / "x.keras").write_bytes(np.random.default_rng(0).bytes(10_000))
+    for name in ("model.keras", "x.keras"):
+        line = one_error_line(python("-m", "tf_largebatch.evaluate",
+                                     f"--model={tmp_path}/{name}", check=False))
+        assert line.startswith(f"error: --model={tmp_path}/{name} is not a readable Keras "
+                               "model file: not a whole zip archive, so truncated or of another "
+                               "format. Pass a whole .keras file written by model.save"), line
+        assert "not found" not in line
 
 
 def test_a_run_killed_while_saving_its_model_leaves_no_model_keras(tmp_path):

@@ -13,12 +13,17 @@ count of real images), so the numbers equal the run's last validation in its met
 
 Defaults come from the run's flags.json when the model sits in its run folder (a finished
 run's `<log_dir>/model.keras`): the data set, the per-process batch, the preprocessing, and
-the class names it must match. Elsewhere, pass --dataset (and --data_dir); the preprocessing
-follows the model's name (cifar_resnet*: CIFAR's, resnet*: ImageNet's) or --preprocessing.
+the class names it must match; --data_dir alone reads the run's kind of data (folder, tfrecord,
+tfds) from another folder. Elsewhere, pass --dataset (and --data_dir); the preprocessing
+follows the model's name (cifar_resnet*: CIFAR's; resnet*, resnet*_v1_5, resnet*_v1:
+ImageNet's) or --preprocessing. The run's last validation is shown beside the results only
+when they are of its own validation set (data set, folder and preprocessing).
 """
 
 import json
 import os
+import re
+import zipfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
@@ -27,22 +32,10 @@ import sys  # noqa: E402
 
 from absl import app, flags  # noqa: E402
 
-flags.DEFINE_string("model", None, "The trained model: a .keras file, e.g. a finished run's "
-                    "<log_dir>/model.keras.")
-flags.DEFINE_string("dataset", None, "synthetic | shapes | folder | tfrecord | tfds:<name> "
-                    "(default: the run's, from flags.json beside --model); its validation "
-                    "split is evaluated.")
-flags.DEFINE_string("data_dir", None, "Folder tree, TFRecord directory, or TFDS data_dir "
-                    "(default: the run's when --dataset is too).")
-flags.DEFINE_bool("download", False, "Let TFDS download the dataset.")
-flags.DEFINE_integer("per_worker_batch", None, "Images per process and step (default: the "
-                     "run's n × simulated workers, else 128); the results do not depend on it.")
-flags.DEFINE_enum("preprocessing", None, ["cifar", "imagenet"], "Evaluation preprocessing "
-                  "(default: the run's, else from the model's name).")
-flags.DEFINE_string("json", None, "Also write the results to this JSON file.")
 FLAGS = flags.FLAGS
 
 SHOWN_CLASSES = 20  # more classes than this: the summary shows the worst ones only
+GENERATED = ("synthetic", "shapes")  # data sets made from the example's index: no data_dir
 
 
 class EvaluateError(ValueError):
@@ -68,6 +61,60 @@ def run_folder_facts(model_path: str) -> dict:
     if records:
         facts["last_validation"] = records[-1]
     return facts
+
+
+def choose_data(model_path: str, run: dict, dataset: str | None, data_dir: str | None,
+                download: bool = False) -> tuple[str, str | None]:
+    """(dataset, data_dir) to evaluate: the flags given, the run's (`run`: its flags.json) for
+    the others; --data_dir alone holds data of the run's kind. Raises EvaluateError for what
+    cannot be honoured."""
+    if dataset is None and "dataset" not in run:
+        raise EvaluateError(f"--model={model_path} is not in a run folder (no flags.json beside "
+                            "it): pass --dataset (and --data_dir).")
+    kind = dataset or run["dataset"]
+    if not (kind in GENERATED or kind in ("folder", "tfrecord") or kind.startswith("tfds:")):
+        raise EvaluateError(f"--dataset={kind}: use synthetic, shapes, folder, tfrecord or "
+                            "tfds:<name>.")
+    if kind in GENERATED:
+        if data_dir:
+            whose = "" if dataset else "the run's "
+            raise EvaluateError(f"--data_dir={data_dir}: {whose}--dataset={kind} is generated and "
+                                "reads no data_dir. Leave --data_dir out, or pass the --dataset "
+                                "it holds (folder, tfrecord or tfds:<name>).")
+        return kind, None
+    flag = "--data_dir"
+    if dataset is None and data_dir is None:
+        flag, data_dir = "the run's data_dir", run.get("data_dir")
+    if kind in ("folder", "tfrecord") and not data_dir:
+        raise EvaluateError(f"--dataset={kind} needs --data_dir (the folder that holds it).")
+    if data_dir and not os.path.isdir(data_dir) and not (kind.startswith("tfds:") and download):
+        raise EvaluateError(f"{flag}={data_dir}: no such folder. Pass --data_dir=<the folder that "
+                            f"holds the {kind} data to evaluate>"
+                            f"{' or --download' if kind.startswith('tfds:') else ''}.")
+    return kind, data_dir
+
+
+def preprocessing_of(network: str) -> str | None:
+    """The trainer's preprocessing for `network`, a --model name or the Keras name of a network
+    that tf_largebatch.models builds (cifar_resnet20, resnet50_v1_5, resnet18_v1): "cifar" or
+    "imagenet"; None for other networks."""
+    from tf_largebatch.experiment.builders import MODELS
+
+    if re.fullmatch(r"cifar_resnet\d+", network):
+        return "cifar"
+    resnet = re.fullmatch(r"(resnet\d+)(_v1|_v1_5)?", network)
+    return "imagenet" if resnet and resnet[1] in MODELS else None
+
+
+def is_runs_own_data(run: dict, dataset: str, data_dir: str | None, preprocessing: str) -> bool:
+    """Whether the evaluation reads what the run validated on: its data set, from its folder
+    (generated sets have none), preprocessed as the trainer did."""
+    def where(path):
+        return os.path.realpath(path) if path else None
+
+    return (dataset == run.get("dataset")
+            and preprocessing == preprocessing_of(run.get("model", ""))
+            and (dataset in GENERATED or where(data_dir) == where(run.get("data_dir"))))
 
 
 def class_counts_metric(num_classes: int):
@@ -110,16 +157,19 @@ def load_model(path: str):
 
     from tf_largebatch import layers, losses, optimizers, schedules  # noqa: F401  (registers)
 
-    fix = ("Pass a .keras file written by model.save, such as the model.keras in the folder "
-           "of a finished tf_largebatch.train run.")
+    fix = ("Pass a whole .keras file written by model.save, such as the model.keras in the "
+           "folder of a finished tf_largebatch.train run (copy it again if it was cut short).")
     if not os.path.isfile(path):
         raise EvaluateError(f"--model={path}: no such file. {fix}")
+    if path.endswith(".keras") and not zipfile.is_zipfile(path):  # Keras says "File not found"
+        raise EvaluateError(f"--model={path} is not a readable Keras model file: not a whole "
+                            f"zip archive, so truncated or of another format. {fix}")
     try:
         model = keras.models.load_model(path, compile=False)
     except Exception as err:
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise EvaluateError(f"--model={path} is not a Keras model file ({reason[:200]}). "
-                            f"{fix}") from None
+        raise EvaluateError(f"--model={path} is not a readable Keras model file "
+                            f"({reason[:200]}). {fix}") from None
     shape = tuple(model.input_shape) if not isinstance(model.input_shape, list) else None
     out = tuple(model.output_shape) if not isinstance(model.output_shape, list) else None
     if not (shape and len(shape) == 4 and shape[1] == shape[2] and shape[3] == 3
@@ -151,7 +201,8 @@ def evaluate(model_path: str, dataset: str | None = None, data_dir: str | None =
     Returns:
       {"val_loss", "val_top1_error", "val_top5_error"} as in the run's metrics.jsonl, and
       "images" (counted by the evaluation), "processes", "per_class": one
-      {"label", "name", "images", "top1_error"} per class, "model", "dataset", "data_dir".
+      {"label", "name", "images", "top1_error"} per class, "model", "dataset", "data_dir",
+      "preprocessing", and "last_validation": the run's, when this is its validation set.
     """
     import keras
 
@@ -165,28 +216,19 @@ def evaluate(model_path: str, dataset: str | None = None, data_dir: str | None =
     model = load_model(model_path)
     image_size, num_classes = model.input_shape[1], model.output_shape[-1]
     run = run_folder_facts(model_path)
-    if dataset is None:
-        if "dataset" not in run:
-            raise EvaluateError(f"--model={model_path} is not in a run folder (no flags.json "
-                                "beside it): pass --dataset (and --data_dir).")
-        dataset, data_dir = run["dataset"], run.get("data_dir")
+    dataset, data_dir = choose_data(model_path, run, dataset, data_dir, download)
     if per_worker_batch is None:
         per_worker_batch = (run["per_worker_batch"] * run.get("simulate_workers", 1)
                             if "per_worker_batch" in run else 128)
     if preprocessing is None:
         name = run.get("model", model.name)
-        if name not in builders.MODELS:
+        preprocessing = preprocessing_of(name)
+        if preprocessing is None:
             raise EvaluateError(f"--model={model_path}: its network {name!r} is none of the "
-                                "trainer's, so its preprocessing is unknown: pass "
+                                "package's, so its preprocessing is unknown: pass "
                                 "--preprocessing=cifar or --preprocessing=imagenet.")
-        preprocessing = "cifar" if builders.MODELS[name][0] == "cifar_resnet" else "imagenet"
 
-    generated = dataset in ("synthetic", "shapes")
-    if not (generated or dataset in ("folder", "tfrecord") or dataset.startswith("tfds:")):
-        raise EvaluateError(f"--dataset={dataset}: use synthetic, shapes, folder, tfrecord or "
-                            "tfds:<name>.")
-    if dataset in ("folder", "tfrecord") and not data_dir:
-        raise EvaluateError(f"--dataset={dataset} needs --data_dir (the folder that holds it).")
+    generated = dataset in GENERATED
     source = data.get_source(dataset, data_dir, "eval", image_size=image_size,
                              num_classes=num_classes if generated else None, download=download)
     if source.num_classes is not None and source.num_classes != num_classes:
@@ -220,15 +262,15 @@ def evaluate(model_path: str, dataset: str | None = None, data_dir: str | None =
     names = source.class_names or [None] * num_classes
     return dict(
         model=os.path.abspath(model_path), dataset=dataset, data_dir=data_dir,
-        processes=size, images=int(round(images.sum())),
+        preprocessing=preprocessing, processes=size, images=int(round(images.sum())),
         val_loss=logs["val_loss"], val_top1_error=logs["val_top1_error"],
         val_top5_error=logs["val_top5_error"],
         per_class=[dict(label=c, name=names[c], images=int(round(images[c])),
                         top1_error=float(errors[c] / images[c]) if images[c] else None)
                    for c in range(num_classes)],
         # The run's own numbers, to compare, when this is the run's validation set.
-        last_validation=run.get("last_validation") if (dataset, data_dir) == (
-            run.get("dataset"), run.get("data_dir")) else None)
+        last_validation=run.get("last_validation") if is_runs_own_data(
+            run, dataset, data_dir, preprocessing) else None)
 
 
 def summary(results: dict) -> str:
@@ -258,6 +300,25 @@ def summary(results: dict) -> str:
                      f"{100 * last['val_top1_error']:.2f}%, top-5 error "
                      f"{100 * last['val_top5_error']:.2f}%, loss {last['val_loss']:.4f}.")
     return "\n".join(lines)
+
+
+def define_flags():
+    """The command line's flags, defined by `run` rather than on import, so that the module
+    imports beside the trainer's flags (which define another --model)."""
+    flags.DEFINE_string("model", None, "The trained model: a .keras file, e.g. a finished run's "
+                        "<log_dir>/model.keras.")
+    flags.DEFINE_string("dataset", None, "synthetic | shapes | folder | tfrecord | tfds:<name> "
+                        "(default: the run's, from flags.json beside --model); its validation "
+                        "split is evaluated.")
+    flags.DEFINE_string("data_dir", None, "Folder tree, TFRecord directory, or TFDS data_dir "
+                        "(default: the run's, when --dataset is not given either; given alone, it "
+                        "holds data of the run's --dataset: folder, tfrecord or tfds).")
+    flags.DEFINE_bool("download", False, "Let TFDS download the dataset.")
+    flags.DEFINE_integer("per_worker_batch", None, "Images per process and step (default: the "
+                         "run's n × simulated workers, else 128); the results do not depend on it.")
+    flags.DEFINE_enum("preprocessing", None, ["cifar", "imagenet"], "Evaluation preprocessing "
+                      "(default: the run's, else from the model's name).")
+    flags.DEFINE_string("json", None, "Also write the results to this JSON file.")
 
 
 def main(argv):
@@ -293,6 +354,7 @@ def main(argv):
 def run():
     """`app.run(main)`, except that asking for help exits 0 (as `cli.run_cli`, which this
     CLI cannot import: the trainer's flags define another --model)."""
+    define_flags()
     try:
         app.run(main)
     except SystemExit as exit_:
