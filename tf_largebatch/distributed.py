@@ -17,8 +17,8 @@ the same jobs with the ops of `horovod.tensorflow`, which work:
   loads it bridged again, to resume a distributed fit.
 - `BroadcastInitialState`, `AverageBatchNormStatistics`: Keras callbacks.
 - `StopFlag`: a preemption flag that travels inside the gradient allreduce.
-- `weighted_mean()`: a metric averaged across workers by sample counts; `any_worker()`:
-  whether a flag holds on some worker (one small allreduce).
+- `sum_over_workers()`: a host array summed over the workers (one allreduce), and on it
+  `weighted_mean()` (a metric averaged by sample counts) and `any_worker()` (a flag).
 """
 
 import dataclasses
@@ -483,21 +483,25 @@ class AverageBatchNormStatistics(keras.callbacks.Callback):
         average_batch_norm_statistics(self.model)
 
 
+def sum_over_workers(values, name: str = "host_values"):
+    """Σ_r values_r over the workers, of a host float array (float64; one allreduce, which
+    every worker must call, so it also waits for all of them): the building block of every
+    value the workers agree on outside the compiled step (metric means, flags, counts)."""
+    import numpy as np
+
+    values = np.asarray(values, np.float64)
+    if hvd.size() == 1:
+        return values
+    return hvd.allreduce(tf.constant(values), op=hvd.Sum, name=name).numpy()
+
+
 def weighted_mean(value: float, count: int) -> float:
     """Σ_r value_r·count_r / Σ_r count_r over the workers (a mean of means is wrong
     when the workers' counts differ, as in evaluation with padding)."""
-    if hvd.size() == 1:
-        return float(value)
-    total, weight = hvd.allreduce(
-        tf.constant([float(value) * count, float(count)], tf.float64), op=hvd.Sum
-    ).numpy()
+    total, weight = sum_over_workers([float(value) * count, float(count)], "weighted_mean")
     return float(total / weight) if weight else float("nan")
 
 
 def any_worker(flag: bool) -> bool:
-    """True when `flag` holds on at least one worker (one small allreduce; every worker must
-    call it, so it also waits for all of them)."""
-    if hvd.size() == 1:
-        return bool(flag)
-    return bool(hvd.allreduce(tf.constant(int(flag), tf.int32), op=hvd.Sum,
-                              name="any_worker").numpy() > 0)
+    """True when `flag` holds on at least one worker."""
+    return bool(sum_over_workers([float(bool(flag))], "any_worker")[0] > 0)
