@@ -415,7 +415,10 @@ def load_model(filepath: str, compression: str = "none", grouped: bool = False,
         >>> model.fit(train, epochs=90, initial_epoch=30,
         ...           callbacks=[distributed.BroadcastInitialState()])
     """
-    model = keras.models.load_model(filepath, custom_objects=custom_objects)
+    import tf_largebatch
+
+    model = keras.models.load_model(filepath, custom_objects={
+        **tf_largebatch.custom_objects(), **(custom_objects or {})})
     if getattr(model, "optimizer", None) is None:
         raise ValueError(f"{filepath} holds no compiled optimizer to resume from: save the model "
                          "after model.compile(...) (or use keras.models.load_model to load the "
