@@ -22,7 +22,7 @@ import pytest
 import tensorflow as tf
 
 from tf_largebatch import data
-from tf_largebatch.data import convert, errors
+from tf_largebatch.data import convert, undecodable
 
 pytestmark = pytest.mark.integration
 
@@ -179,17 +179,17 @@ def test_decode_failure_while_training_names_the_file_or_the_shard_and_record(tm
             list(ds)
         named = where + ": jpeg::Uncompress.*[Rr]emove or replace"
         with pytest.raises(data.DataError, match=named):
-            with errors.naming_undecodable_images(dataset, str(data_dir)):
+            with undecodable.naming_undecodable_images(dataset, str(data_dir)):
                 list(ds)
 
 
 def test_other_errors_pass_through_unchanged(tmp_path):
     tree = make_tree(tmp_path / "tree")
     with pytest.raises(tf.errors.InvalidArgumentError, match="not a decode error"):
-        with errors.naming_undecodable_images("folder", str(tree)):
+        with undecodable.naming_undecodable_images("folder", str(tree)):
             raise tf.errors.InvalidArgumentError(None, None, "not a decode error")
     with pytest.raises(KeyError):
-        with errors.naming_undecodable_images("folder", str(tree)):
+        with undecodable.naming_undecodable_images("folder", str(tree)):
             raise KeyError("x")
 
 

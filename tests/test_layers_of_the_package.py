@@ -89,3 +89,50 @@ def test_the_curves_cli_is_not_imported_by_anything_but_tests():
     for path in sorted(PACKAGE.rglob("*.py")):
         if path.name != "curves.py":
             assert "curves" not in imports_of(path), path
+
+
+def module_graph():
+    """{module: the package's modules it imports}, over every import statement (function-level
+    ones included); `from a import b` counts as importing module a.b where that is a module.
+    A submodule's import of its own package (its __init__) is not an edge: Python has begun
+    that package already."""
+    modules = {".".join(path.relative_to(PACKAGE).with_suffix("").parts).removesuffix(
+        ".__init__").removesuffix("__init__"): path for path in PACKAGE.rglob("*.py")}
+    graph = {}
+    for name, path in modules.items():
+        targets = set()
+        for imported in imports_of(path):
+            while imported and imported not in modules:
+                imported = imported.rpartition(".")[0]
+            if imported and imported != name and not name.startswith(imported + "."):
+                targets.add(imported)
+        graph[name] = targets
+    return graph
+
+
+def circles(graph):
+    """The import circles in `graph`, each as a list of modules [a, b, ..., a]."""
+    found, done = [], set()
+
+    def visit(node, path):
+        if node in path:
+            found.append(path[path.index(node):] + [node])
+            return
+        if node in done:
+            return
+        for target in sorted(graph.get(node, ())):
+            visit(target, path + [node])
+        done.add(node)
+
+    for node in sorted(graph):
+        visit(node, [])
+    return found
+
+
+def test_the_circle_finder_finds_a_circle_and_no_false_one():
+    assert circles({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == [["a", "b", "c", "a"]]
+    assert circles({"a": {"b", "c"}, "b": {"c"}, "c": set()}) == []
+
+
+def test_no_module_of_the_package_is_in_an_import_circle():
+    assert circles(module_graph()) == []

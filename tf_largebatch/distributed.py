@@ -17,8 +17,8 @@ the same jobs with the ops of `horovod.tensorflow`, which work:
   loads it bridged again, to resume a distributed fit.
 - `BroadcastInitialState`, `AverageBatchNormStatistics`: Keras callbacks.
 - `StopFlag`: a preemption flag that travels inside the gradient allreduce.
-- `weighted_mean()`: a metric averaged across workers by sample counts; `any_worker()`:
-  whether a flag holds on some worker (one small allreduce).
+- `sum_over_workers()`: a host array summed over the workers (one allreduce), and on it
+  `weighted_mean()` (a metric averaged by sample counts) and `any_worker()` (a flag).
 """
 
 import dataclasses
@@ -113,6 +113,75 @@ def env_flag_set(name: str) -> bool:
     return bool(number) and int(number.group()) > 0
 
 
+# Variables that the launchers set in every process they start (horovodrun; Open MPI's and
+# MPICH's mpirun; srun): without any, this process is alone and Horovod's size will be 1.
+LAUNCHER_VARIABLES = ("HOROVOD_RANK", "HOROVOD_SIZE", "OMPI_COMM_WORLD_SIZE", "PMI_SIZE",
+                      "PMIX_RANK", "SLURM_STEP_NUM_TASKS")
+
+
+def launched_by(env=os.environ) -> str | None:
+    """The launcher variable that says this process was started by horovodrun, mpirun or
+    srun (None for a plain `python ...`)."""
+    return next((name for name in LAUNCHER_VARIABLES if name in env), None)
+
+
+class HostNameError(RuntimeError):
+    """This host's name resolves to a loopback address in a job that spans several hosts."""
+
+
+def interface_address(interface: str) -> str | None:
+    """The IPv4 address of network interface `interface` (None if it has none)."""
+    import fcntl
+    import socket
+    import struct
+
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            request = struct.pack("256s", interface[:15].encode())
+            return socket.inet_ntoa(fcntl.ioctl(probe.fileno(), 0x8915, request)[20:24])
+    except OSError:  # 0x8915: SIOCGIFADDR
+        return None
+
+
+def loopback_hostname_problem(env=os.environ, hostname=None, resolve=None) -> str | None:
+    """Why `hvd.init()` would abort here, or None: horovodrun started a Gloo job across hosts
+    (HOROVOD_CROSS_SIZE > 1, its rendezvous on a non-loopback address) while this host's own
+    name resolves to a loopback address (Debian's stock /etc/hosts maps it to 127.0.1.1).
+    Horovod 0.28.1's Gloo contexts bind to the address the host name resolves to, whatever
+    HOROVOD_GLOO_IFACE says, so the other hosts cannot connect (gloo::IoException, exit 134).
+    Why our own check: Horovod aborts with no word about the cause."""
+    import ipaddress
+    import socket
+
+    rendezvous = env.get("HOROVOD_GLOO_RENDEZVOUS_ADDR")
+    if not rendezvous or int(env.get("HOROVOD_CROSS_SIZE", "1") or 1) < 2:
+        return None
+    try:
+        if ipaddress.ip_address(rendezvous).is_loopback:  # hosts on one machine (-H localhost)
+            return None
+    except ValueError:
+        pass
+    hostname = hostname or socket.gethostname()
+    try:
+        address = (resolve or socket.gethostbyname)(hostname)
+    except OSError:
+        address = None
+    if address is not None and not ipaddress.ip_address(address).is_loopback:
+        return None
+    interface = env.get("HOROVOD_GLOO_IFACE")
+    own = interface and interface_address(interface)
+    line = f"'{own} {hostname}'" if own else f"'<this host's address> {hostname}'"
+    found = (f"resolves to {address}, a loopback address" if address
+             else "does not resolve to an address")
+    return (f"this host's name {hostname!r} {found}, but the job spans "
+            f"{env['HOROVOD_CROSS_SIZE']} hosts (rendezvous at {rendezvous}"
+            f"{f', interface {interface}' if interface else ''}): Horovod's Gloo binds to the "
+            "address the host name resolves to, so the other hosts could not reach this one "
+            f"and hvd.init() would abort. Fix: on every host, map each host's name to its "
+            f"address on that network in /etc/hosts (here {line}, replacing a 127.0.1.1 line), "
+            "or give the hosts names that DNS resolves to those addresses.")
+
+
 def init(hierarchical_allreduce: bool = False, fusion_threshold_mb: float | None = None,
          cycle_time_ms: float | None = None) -> Context:
     """Initialises Horovod (or a single process when not run by horovodrun).
@@ -138,17 +207,33 @@ def init(hierarchical_allreduce: bool = False, fusion_threshold_mb: float | None
         os.environ["HOROVOD_FUSION_THRESHOLD"] = str(int(fusion_threshold_mb * 1024 * 1024))
     if cycle_time_ms is not None:
         os.environ["HOROVOD_CYCLE_TIME"] = str(cycle_time_ms)
+    problem = loopback_hostname_problem()
+    if problem:
+        raise HostNameError(problem)
     settings = horovod_settings()  # before the process-set scheme drops the native variable
     process_sets = "dynamic" if hierarchical_allreduce else None
-    hvd.init(process_sets=process_sets)
-    if hvd.size() == 1 and "HOROVOD_CYCLE_TIME" not in os.environ:
-        hvd.shutdown()  # Horovod reads its settings at init only: restart with a long cycle
+    # Horovod reads its settings at init only, so a single process (no launcher) gets its long
+    # cycle before the one hvd.init(); a launcher's job of one process is restarted with it.
+    long_cycle = "HOROVOD_CYCLE_TIME" not in os.environ and not launched_by()
+    if long_cycle:
         os.environ["HOROVOD_CYCLE_TIME"] = str(SINGLE_PROCESS_CYCLE_TIME_MS)
-        settings["HOROVOD_CYCLE_TIME"] = os.environ["HOROVOD_CYCLE_TIME"]
-        try:
+    try:
+        hvd.init(process_sets=process_sets)
+        guessed_wrong = (hvd.size() > 1 if long_cycle else
+                         hvd.size() == 1 and "HOROVOD_CYCLE_TIME" not in os.environ)
+        if guessed_wrong:  # rare: a launcher's one-process job, or a launcher not known here
+            hvd.shutdown()
+            long_cycle = not long_cycle
+            if long_cycle:
+                os.environ["HOROVOD_CYCLE_TIME"] = str(SINGLE_PROCESS_CYCLE_TIME_MS)
+            else:
+                del os.environ["HOROVOD_CYCLE_TIME"]
             hvd.init(process_sets=process_sets)
-        finally:  # not for the processes this one starts (horovodrun in tests, launchers)
+    finally:  # not for the processes this one starts (horovodrun in tests, launchers)
+        if long_cycle:
             del os.environ["HOROVOD_CYCLE_TIME"]
+    if long_cycle:
+        settings["HOROVOD_CYCLE_TIME"] = str(SINGLE_PROCESS_CYCLE_TIME_MS)
     gpus = tf.config.list_physical_devices("GPU")
     for gpu in gpus:
         tf.config.experimental.set_memory_growth(gpu, True)
@@ -330,7 +415,10 @@ def load_model(filepath: str, compression: str = "none", grouped: bool = False,
         >>> model.fit(train, epochs=90, initial_epoch=30,
         ...           callbacks=[distributed.BroadcastInitialState()])
     """
-    model = keras.models.load_model(filepath, custom_objects=custom_objects)
+    import tf_largebatch
+
+    model = keras.models.load_model(filepath, custom_objects={
+        **tf_largebatch.custom_objects(), **(custom_objects or {})})
     if getattr(model, "optimizer", None) is None:
         raise ValueError(f"{filepath} holds no compiled optimizer to resume from: save the model "
                          "after model.compile(...) (or use keras.models.load_model to load the "
@@ -398,21 +486,25 @@ class AverageBatchNormStatistics(keras.callbacks.Callback):
         average_batch_norm_statistics(self.model)
 
 
+def sum_over_workers(values, name: str = "host_values"):
+    """Σ_r values_r over the workers, of a host float array (float64; one allreduce, which
+    every worker must call, so it also waits for all of them): the building block of every
+    value the workers agree on outside the compiled step (metric means, flags, counts)."""
+    import numpy as np
+
+    values = np.asarray(values, np.float64)
+    if hvd.size() == 1:
+        return values
+    return hvd.allreduce(tf.constant(values), op=hvd.Sum, name=name).numpy()
+
+
 def weighted_mean(value: float, count: int) -> float:
     """Σ_r value_r·count_r / Σ_r count_r over the workers (a mean of means is wrong
     when the workers' counts differ, as in evaluation with padding)."""
-    if hvd.size() == 1:
-        return float(value)
-    total, weight = hvd.allreduce(
-        tf.constant([float(value) * count, float(count)], tf.float64), op=hvd.Sum
-    ).numpy()
+    total, weight = sum_over_workers([float(value) * count, float(count)], "weighted_mean")
     return float(total / weight) if weight else float("nan")
 
 
 def any_worker(flag: bool) -> bool:
-    """True when `flag` holds on at least one worker (one small allreduce; every worker must
-    call it, so it also waits for all of them)."""
-    if hvd.size() == 1:
-        return bool(flag)
-    return bool(hvd.allreduce(tf.constant(int(flag), tf.int32), op=hvd.Sum,
-                              name="any_worker").numpy() > 0)
+    """True when `flag` holds on at least one worker."""
+    return bool(sum_over_workers([float(bool(flag))], "any_worker")[0] > 0)

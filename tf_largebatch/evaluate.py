@@ -180,18 +180,6 @@ def load_model(path: str):
     return model
 
 
-def _sum_over_workers(values):
-    """Σ over the Horovod workers of a float array (one allreduce)."""
-    import horovod.tensorflow as hvd
-    import numpy as np
-    import tensorflow as tf
-
-    values = np.asarray(values, np.float64)
-    if hvd.size() == 1:
-        return values
-    return hvd.allreduce(tf.constant(values), op=hvd.Sum, name="class_counts").numpy()
-
-
 def evaluate(model_path: str, dataset: str | None = None, data_dir: str | None = None,
              per_worker_batch: int | None = None, preprocessing: str | None = None,
              download: bool = False) -> dict:
@@ -207,7 +195,7 @@ def evaluate(model_path: str, dataset: str | None = None, data_dir: str | None =
     import keras
 
     from tf_largebatch import data, distributed
-    from tf_largebatch.data.errors import naming_undecodable_images
+    from tf_largebatch.data.undecodable import naming_undecodable_images
     from tf_largebatch.experiment import builders, run_log
 
     if not distributed.hvd.is_initialized():
@@ -257,8 +245,8 @@ def evaluate(model_path: str, dataset: str | None = None, data_dir: str | None =
     images_here = data.eval_examples_on_worker(info.num_examples, info.steps, per_worker_batch,
                                                size, rank)
     run_log.GlobalMetrics(0, images_here, distributed.weighted_mean).on_epoch_end(0, logs)
-    images, errors = _sum_over_workers([keras.ops.convert_to_numpy(v)
-                                        for v in (counts.images, counts.errors)])
+    images, errors = distributed.sum_over_workers(
+        [keras.ops.convert_to_numpy(v) for v in (counts.images, counts.errors)], "class_counts")
     names = source.class_names or [None] * num_classes
     return dict(
         model=os.path.abspath(model_path), dataset=dataset, data_dir=data_dir,

@@ -36,8 +36,12 @@ class HorovodBackend(runner.Backend):
         self.distributed = distributed
         super().start(config)
         system = config.system
-        self.context = distributed.init(system.hierarchical_allreduce,
-                                        system.fusion_threshold_mb, system.cycle_time_ms)
+        try:
+            self.context = distributed.init(system.hierarchical_allreduce,
+                                            system.fusion_threshold_mb, system.cycle_time_ms)
+        except distributed.HostNameError as err:  # said once per host, by its first process
+            self.is_chief = os.environ.get("HOROVOD_LOCAL_RANK", "0") == "0"
+            raise TrainError(str(err)) from None
         self.processes, self.rank = self.context.size, self.context.rank
         self.is_chief = self.context.is_chief
         if system.xla and self.processes > 1 and os.environ.get("HOROVOD_ENABLE_XLA_OPS") != "1":
@@ -93,10 +97,8 @@ class HorovodBackend(runner.Backend):
         return dict(validation_data=dataset, validation_steps=steps), images
 
     def wrap_optimizer(self, optimizer):
-        distributed = self.distributed
-        self.stop_flag = distributed.StopFlag()
-        system = self.config.system
-        return distributed.distributed_optimizer(
+        self.stop_flag, system = self.distributed.StopFlag(), self.config.system
+        return self.distributed.distributed_optimizer(
             optimizer, "fp16" if system.fp16_allreduce else "none", system.grouped_allreduce,
             self.stop_flag)
 
@@ -121,8 +123,8 @@ class HorovodBackend(runner.Backend):
         self.distributed.average_batch_norm_statistics(model)
 
     def first_callbacks(self):
-        bridge = self.distributed
-        return [bridge.BroadcastInitialState(), bridge.AverageBatchNormStatistics()]
+        return [self.distributed.BroadcastInitialState(),
+                self.distributed.AverageBatchNormStatistics()]
 
     def chief_callbacks(self, log_dir):
         import keras

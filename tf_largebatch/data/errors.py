@@ -3,11 +3,6 @@
 Every message names the offending path or dataset and says what to do about it.
 """
 
-import contextlib
-import sys
-
-from absl import logging
-
 
 class DataError(ValueError):
     """The input data is malformed: wrong layout, schema, class set or file contents."""
@@ -18,39 +13,3 @@ class DataNotFoundError(FileNotFoundError, DataError):
 
     Subclasses both FileNotFoundError and DataError (hence ValueError).
     """
-
-
-@contextlib.contextmanager
-def naming_undecodable_images(dataset: str, data_dir: str | None):
-    """Turns TensorFlow's error for an image it cannot decode, which names no file, into a
-    DataError naming the file ("folder") or the shard and record ("tfrecord").
-
-    Other errors, and decode errors of other sources, pass through unchanged. Imports TensorFlow
-    only once a TensorFlow error is raised.
-
-    Example:
-      >>> with naming_undecodable_images("folder", "/data/cifar10"):
-      ...     model.fit(train_dataset("folder", "/data/cifar10", ...)[0], ...)
-    """
-    try:
-        yield
-    except Exception as err:
-        tf = sys.modules.get("tensorflow")  # a TensorFlow error means it is imported
-        if not (tf and isinstance(err, tf.errors.InvalidArgumentError)
-                and "DecodeImage" in str(err)):
-            raise
-        from tf_largebatch.data.preprocess import find_undecodable
-
-        logging.error("An image cannot be decoded; looking for it in %s", data_dir)
-        found = find_undecodable(dataset, data_dir) if data_dir else None
-        if found is None:
-            raise
-        fix = (
-            "Remove or replace the file"
-            if dataset == "folder"
-            else "Remove or replace that image in the image folder and re-run python -m "
-            "tf_largebatch.data.convert (its --verify decodes every image)"
-        )
-        error = DataError(f"{found.rstrip('.')}. {fix}.")
-        error.raised_by_this_worker_only = True  # the other workers never read that file
-        raise error from err

@@ -457,7 +457,8 @@ def main(argv: list[str], config: ExperimentConfig, backend: Backend) -> int:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     from tf_largebatch.callbacks import DivergenceError
-    from tf_largebatch.data.errors import DataError, naming_undecodable_images
+    from tf_largebatch.data.errors import DataError
+    from tf_largebatch.data.undecodable import naming_undecodable_images
     from tf_largebatch.experiment import run_log
     from tf_largebatch.experiment.checkpointing import CheckpointError
     from tf_largebatch.experiment.preemption import PREEMPTED_EXIT_CODE, Preempted
