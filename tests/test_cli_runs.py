@@ -15,7 +15,7 @@ pytestmark = pytest.mark.integration
 
 TINY = ["--model=cifar_resnet8", "--dataset=synthetic", "--synthetic_examples=64",
         "--per_worker_batch=8", "--steps_per_epoch=2", "--eval_steps=1", "--warmup=none",
-        "--epochs=1"]
+        "--epochs=1", "--nosaved_model"]
 
 
 def trainer(args, cwd, **kwargs):
@@ -94,6 +94,15 @@ def test_a_flag_overrides_the_launchers_setting_and_is_recorded(tmp_path):
     recorded = json.loads((tmp_path / "flags.json").read_text())
     assert (recorded["hierarchical_allreduce"], recorded["allreduce"]) == (False, "flat")
     assert recorded["horovod_settings"] == {"HOROVOD_FUSION_THRESHOLD": "1048576"}  # 2**20
+
+
+def test_nosaved_model_writes_model_keras_only(tmp_path):
+    # Under horovodrun, whose parser takes a prefix of its own options even after the
+    # command: no horovodrun option starts with --saved_model or --nosaved_model.
+    horovodrun(["-m", "tf_largebatch.train", *TINY, "--nosaved_model", f"--log_dir={tmp_path}"])
+    assert (tmp_path / "model.keras").is_file()
+    assert not (tmp_path / "saved_model").exists()
+    assert json.loads((tmp_path / "flags.json").read_text())["saved_model"] is False
 
 
 NOISE = ("oneDNN custom operations", "cpu_feature_guard", "This TensorFlow binary is optimized",

@@ -41,7 +41,7 @@ TOPICS = [
                                "cycle_time_ms"]),
     ("Outputs and resuming", ["log_dir", "checkpoint_dir", "resume", "overwrite",
                               "log_every_step", "keep_checkpoints", "checkpoint_every_steps",
-                              "seed"]),
+                              "saved_model", "seed"]),
 ]
 
 FOOTER = """\

@@ -116,6 +116,7 @@ class OutputConfig:
     log_every_step: bool = False
     keep_checkpoints: int = 3
     checkpoint_every_steps: int = 0
+    saved_model: bool = True
     reference_run: str | None = None
     check_fraction: float = 0.3
     check_tolerance: float = 0.014

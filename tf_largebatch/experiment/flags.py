@@ -137,6 +137,8 @@ flags.DEFINE_integer("keep_checkpoints", 3, "Checkpoints kept.")
 flags.DEFINE_integer("checkpoint_every_steps", 0, "Also save a mid-epoch checkpoint every this "
                      "many global steps (0: only at epoch ends and on SIGTERM/SIGINT); "
                      "--resume continues at that exact step.")
+flags.DEFINE_bool("saved_model", True, "Also export <log_dir>/saved_model/ (model.export, for "
+                  "serving) when the run finishes; --nosaved_model writes model.keras only.")
 flags.DEFINE_string("reference_run", None, "A run's --log_dir: stop when this run's training "
                     "error leaves that run's curve early on (the paper's early check).")
 flags.DEFINE_float("check_fraction", 0.3, "Fraction of training the early check covers.")

@@ -415,7 +415,7 @@ def run_experiment(config: ExperimentConfig, backend: Backend) -> Run:
     if backend.is_chief:  # the run finished: its model, for load_model, serving and evaluate
         from tf_largebatch.experiment.trained_model import save_trained_model
 
-        save_trained_model(model, log_dir)
+        save_trained_model(model, log_dir, export=out.saved_model)
     return Run(log_dir, checkpoint_dir, backend.rank, backend.is_chief, model, layout)
 
 

@@ -6,7 +6,7 @@ for serving and for `python -m tf_largebatch.evaluate`:
   `keras.models.load_model` once Keras and `tf_largebatch` are imported (the package's
   layers, optimizers and schedules are registered Keras objects);
 - `<log_dir>/saved_model/`: an inference export by `model.export` (TensorFlow backend only;
-  other backends skip it with a note in the log).
+  other backends skip it with a note in the log; `--nosaved_model` skips it).
 
 Both are written under a temporary name in the same folder and renamed into place, so a
 kill or a full disk leaves the previous file or the new one, never half of one.
@@ -79,10 +79,12 @@ def export_for_inference(model, path: str) -> bool:
     return True
 
 
-def save_trained_model(model, log_dir: str) -> str:
-    """Writes `<log_dir>/model.keras` and, where the backend allows, `<log_dir>/saved_model/`
-    (chief worker only, after the last epoch); returns the .keras file's path."""
+def save_trained_model(model, log_dir: str, export: bool = True) -> str:
+    """Writes `<log_dir>/model.keras` and, where the backend allows and `export` (the flag
+    --saved_model) asks, `<log_dir>/saved_model/` (chief worker only, after the last epoch);
+    returns the .keras file's path."""
     path = os.path.join(log_dir, MODEL_FILE)
     save_model_file(model, path)
-    export_for_inference(model, os.path.join(log_dir, EXPORT_DIR))
+    if export:
+        export_for_inference(model, os.path.join(log_dir, EXPORT_DIR))
     return path
