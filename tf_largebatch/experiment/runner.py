@@ -17,6 +17,7 @@ import dataclasses
 import json
 import os
 import re
+import signal
 import sys
 
 from absl import logging
@@ -449,6 +450,41 @@ def data_file_problem(err: Exception) -> str | None:
             "checkpoints committed in run.json are kept).")
 
 
+def lost_worker_problem(err: Exception, config: ExperimentConfig, backend: Backend) -> str | None:
+    """One line for the error a worker gets when another worker of its job died (killed by
+    the OOM killer or a signal, its host gone): Horovod 0.28.1 shuts down on the survivors
+    (its log names only Gloo's cause, e.g. "Connection closed by peer [127.0.0.1]:409"), and
+    their next collective, the gradients' allreduce in the train step or an eager one in a
+    callback, raises `tf.errors.UnknownError` "... Horovod has been shut down. This was caused
+    by an exception on one of the ranks ...". None for other errors."""
+    tf = sys.modules.get("tensorflow")
+    if not (tf and isinstance(err, tf.errors.UnknownError)
+            and "Horovod has been shut down" in str(err)):
+        return None
+    if backend.processes == 2:  # the only other one
+        other = 1 - backend.rank
+        who = (f"another worker of this job (rank {other}) stopped (killed, e.g. out of memory, "
+               f"or its host failed; horovodrun's line \"Process {other} exit with status "
+               "code\" gives its status)")
+    else:
+        who = ("another worker of this job stopped (killed, e.g. out of memory, or its host "
+               "failed; Horovod does not say which: horovodrun's line \"Process N exit with "
+               "status code\" names its rank)")
+    folder = config.output.checkpoint_folder
+    try:
+        with open(os.path.join(folder, "run.json")) as f:
+            state = json.load(f)
+        steps = (state.get("partial_epoch") or {}).get("steps")
+        kept = (f"The last committed checkpoint, {os.path.join(folder, state['checkpoint'])} "
+                f"(epoch {state['epoch']}{f', {steps} steps into the next' if steps else ''}), "
+                "is kept: the same command with --resume=auto continues from it.")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        kept = (f"No committed checkpoint is in {folder} (as this worker sees it): the same "
+                "command with --resume=auto starts the run again, or continues from the last "
+                "committed checkpoint if there is one.")
+    return f"{who}, so this one stopped too. {kept}"
+
+
 def main(argv: list[str], config: ExperimentConfig, backend: Backend) -> int:
     """Runs `run_experiment(config, backend)`; a problem the user must fix exits 1 with its
     message."""
@@ -480,6 +516,15 @@ def main(argv: list[str], config: ExperimentConfig, backend: Backend) -> int:
         print(f"error: {io_problem(err)}", file=sys.stderr)
         return 1
     except Exception as err:
+        message = lost_worker_problem(err, config, backend)
+        if message is not None:  # every surviving worker says it: none knows of the others
+            # horovodrun SIGTERMs the survivors and SIGKILLs them 5 s later, while the teardown
+            # of TensorFlow and the stopped Horovod takes seconds: say it, and exit 1 at once
+            # (the checkpoints and metrics.jsonl are fsynced as they are written).
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            print(f"error: {message}", file=sys.stderr, flush=True)
+            sys.stdout.flush()
+            os._exit(1)
         message = data_file_problem(err)
         if message is None:
             raise
