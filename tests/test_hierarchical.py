@@ -14,7 +14,8 @@ pytestmark = pytest.mark.integration
 DUMP = ROOT / "tests/workers/train_and_dump.py"
 TINY = ["--model=cifar_resnet8", "--dataset=synthetic", "--synthetic_examples=128",
         "--per_worker_batch=8", "--steps_per_epoch=2", "--eval_steps=1", "--seed=3",
-        "--warmup=gradual", "--warmup_epochs=1", "--milestones=2", "--epochs=2"]
+        "--warmup=gradual", "--warmup_epochs=1", "--milestones=2", "--epochs=2",
+        "--nosaved_model"]
 
 
 def horovodrun(hosts, args):

@@ -22,7 +22,7 @@ MANIFEST = ROOT / "launchers/k8s-mpijob.yaml"
 # n = 8, 16 steps per epoch.
 SMALL = ["--model=cifar_resnet8", "--dataset=synthetic", "--synthetic_examples=256",
          "--per_worker_batch=8", "--epochs=3", "--warmup_epochs=1", "--milestones=2",
-         "--eval_steps=1", "--seed=3", "--log_every_step"]
+         "--eval_steps=1", "--seed=3", "--log_every_step", "--nosaved_model"]
 
 
 def launcher_command():

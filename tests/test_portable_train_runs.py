@@ -17,7 +17,7 @@ pytestmark = pytest.mark.integration
 
 TINY = ["--model=cifar_resnet8", "--dataset=folder", "--per_worker_batch=4",
         "--simulate_workers=4", "--seed=2", "--warmup=gradual", "--warmup_epochs=1",
-        "--milestones=2", "--log_every_step"]
+        "--milestones=2", "--log_every_step", "--nosaved_model"]
 
 
 def portable(args, check=True):

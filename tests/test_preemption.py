@@ -49,7 +49,8 @@ def test_no_collective_but_the_gradients_runs_at_every_step(tmp_path):
            "--gloo", f"--timeline-filename={timeline}", sys.executable, "-m",
            "tf_largebatch.train", "--model=cifar_resnet8", "--dataset=synthetic",
            "--synthetic_examples=192", "--per_worker_batch=8", "--eval_steps=1", "--epochs=2",
-           "--warmup_epochs=1", "--milestones=1", f"--log_dir={tmp_path}/run"]
+           "--warmup_epochs=1", "--milestones=1", "--nosaved_model",
+           f"--log_dir={tmp_path}/run"]
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=str(ROOT))
     result = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True,
                             timeout=900)

@@ -14,7 +14,7 @@ pytestmark = pytest.mark.integration
 # A CIFAR ResNet-8 on 64 synthetic images; n = 8, 3 steps per epoch.
 TINY = ["--model=cifar_resnet8", "--dataset=synthetic", "--synthetic_examples=64",
         "--per_worker_batch=8", "--steps_per_epoch=3", "--eval_steps=1", "--seed=3",
-        "--warmup=gradual", "--warmup_epochs=1", "--milestones=2"]
+        "--warmup=gradual", "--warmup_epochs=1", "--milestones=2", "--nosaved_model"]
 DUMP = ROOT / "tests/workers/train_and_dump.py"
 
 
