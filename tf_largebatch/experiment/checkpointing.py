@@ -205,6 +205,11 @@ class Checkpointer(_Checkpoints):
 
         reader = tf.train.Checkpoint(model=self.model, optimizer=self.model.optimizer)
         reader.read(path).assert_existing_objects_matched()
+        if tf.train.load_checkpoint(path).has_tensor("save_counter/.ATTRIBUTES/VARIABLE_VALUE"):
+            # A `save()` stored it: creating it now restores it, else TensorFlow would warn
+            # "Value in checkpoint could not be found ... save_counter", as for a failed
+            # restore. (Values missing from the model are still refused by the assert.)
+            reader.save_counter  # noqa: B018  (the property creates and restores it)
 
     def _files(self):
         return checkpoint_files(self.directory, ".index")
