@@ -380,9 +380,11 @@ def test_a_checkpoint_dir_inside_a_live_runs_log_dir_is_refused(tmp_path):
     ("--mixed_precision=mixed_bfloat16", "mixed_precision = 'none'"),
     # Same size (64) and class count (10), no class names: only the fingerprint differs.
     ("--dataset=shapes", "the training files"),
+    # The CIFAR ResNet's default 32; its weights would load at 40 too (pooled before the head).
+    ("--image_size=40", "image_size = 32"),
 ])
-def test_resume_refuses_another_optimizer_seed_precision_or_data_content(two_epochs, tmp_path,
-                                                                        flag, named):
+def test_resume_refuses_another_optimizer_seed_precision_image_size_or_data_content(
+        two_epochs, tmp_path, flag, named):
     copy_of_two_epochs(two_epochs, tmp_path)
     before = state_of(tmp_path)
     result = train(tmp_path, "--epochs=3", "--resume", flag, check=False)

@@ -108,6 +108,7 @@ class Backend(Workers):
 # n may change: a job restarted on another number of workers; the resume warns and rescales.)
 RESUME_MUST_MATCH = {
     "model": "--model",
+    "image_size": "--image_size",
     "optimizer": "--optimizer",
     "mixed_precision": "--mixed_precision",
     "seed": "--seed",
@@ -316,7 +317,8 @@ def run_experiment(config: ExperimentConfig, backend: Backend) -> Run:
 
     run_facts = dict(workers=layout.workers, processes=layout.processes, per_worker_batch=n,
                      global_batch=layout.global_batch, steps_per_epoch=layout.steps_per_epoch,
-                     model=config.model.model, optimizer=config.optimizer.optimizer,
+                     model=config.model.model, image_size=image_size,
+                     optimizer=config.optimizer.optimizer,
                      mixed_precision=system.mixed_precision, seed=system.seed,
                      base_lr=config.schedule.base_lr, base_batch=config.schedule.base_batch,
                      train_examples=training_set.num_examples,
