@@ -225,6 +225,23 @@ def test_a_fresh_run_over_an_earlier_runs_logs_is_refused_unless_overwrite(tmp_p
     assert (tmp_path / "model.keras").is_file()
 
 
+def test_a_fresh_run_with_another_runs_checkpoint_dir_is_refused_and_changes_nothing(tmp_path):
+    # Run a keeps its checkpoints outside its log folder: only its run.json names the run.
+    run_a, checkpoints, run_b = tmp_path / "a", tmp_path / "ckpts", tmp_path / "b"
+    result = trainer(run_a, "--epochs=2", f"--checkpoint_dir={checkpoints}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    kept = {p.name: p.read_bytes() for p in checkpoints.iterdir()}
+    for overwrite in ([], ["--overwrite"]):
+        result = trainer(run_b, "--epochs=2", f"--checkpoint_dir={checkpoints}", *overwrite)
+        # Before: "<b> already holds checkpoints or logs ... --overwrite to start afresh",
+        # and --overwrite moved a's checkpoints into b/replaced-*/checkpoints.
+        assert result.returncode == 1, result.stderr[-3000:]
+        assert (f"--checkpoint_dir={checkpoints} holds the checkpoints of another run "
+                f"(--log_dir={run_a})") in result.stderr
+        assert {p.name: p.read_bytes() for p in checkpoints.iterdir()} == kept
+        assert not run_b.exists()  # before: b/.lock was left behind
+
+
 def test_sigterm_to_horovodrun_mid_epoch_then_resume_equals_the_uninterrupted_run(tmp_path):
     """As a scheduler preempts a job: SIGTERM to horovodrun, which passes it to each worker."""
     args = [DUMP, "--model=cifar_resnet8", "--dataset=synthetic", "--synthetic_examples=512",

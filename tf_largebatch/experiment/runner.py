@@ -232,8 +232,10 @@ def finished_without_model(log_dir: str, epoch: int, epochs: int) -> bool:
 
 
 def check_writable(flag, directory):
-    """Creates `directory` and writes a probe file in it, so that a folder that cannot be
+    """Writes a probe file in `directory` (creating it for the check and removing again the
+    folders it created: a refused run leaves no trace), so that a folder that cannot be
     written fails now, naming the flag, instead of after an epoch of training."""
+    created = run_folder.absent_folders(directory)
     try:
         os.makedirs(directory, exist_ok=True)
         probe = os.path.join(directory, f".write-check-{os.getpid()}")
@@ -245,6 +247,8 @@ def check_writable(flag, directory):
     except OSError as err:
         raise TrainError(f"{flag}={directory} cannot be written ({err.strerror or err}): choose "
                          "a folder this user can write, on a disk with free space.") from err
+    finally:
+        run_folder.remove_folders(created)
 
 
 def first_epoch_loss(log_dir):
@@ -328,6 +332,7 @@ def run_experiment(config: ExperimentConfig, backend: Backend) -> Run:
     if training_set.fingerprint:
         run_facts["data_fingerprint"] = training_set.fingerprint
     checkpointer = backend.checkpointer(checkpoint_dir, model)
+    checkpointer.log_dir = os.path.abspath(log_dir)  # run.json names its run (run_folder)
     start = resume_point(config, checkpointer, layout, optimizer, run_facts)
     initial_epoch = start.epoch
 
