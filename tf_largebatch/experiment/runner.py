@@ -370,9 +370,10 @@ def run_experiment(config: ExperimentConfig, backend: Backend) -> Run:
             checkpointing.SaveCheckpoint(checkpointer, run_facts),
         ]
         logging.info("k = %d workers (%d processes × %d simulated), n = %d, kn = %d, η̂ = %.4g, "
-                     "%d steps/epoch; %s.", layout.workers, layout.processes,
+                     "%d step%s/epoch; %s.", layout.workers, layout.processes,
                      system.simulate_workers, n, layout.global_batch, schedule.peak_lr,
-                     layout.steps_per_epoch, backend.name)
+                     layout.steps_per_epoch, "" if layout.steps_per_epoch == 1 else "s",
+                     backend.name)
     watch = preemption.SignalWatch()
     cbs.append(preemption.MidEpochCheckpoints(
         backend, out, watch, layout.steps_per_epoch,
