@@ -145,6 +145,9 @@ def test_resume_with_shorter_epochs_keeps_the_checkpointed_epochs_log_line(two_e
     resumed = train(tmp_path, "--epochs=3", "--resume", "--steps_per_epoch=2")
     assert [r["epoch"] for r in metrics(tmp_path)] == [1, 2, 3]
     assert "with 3 steps per epoch as k·n = 2×8 with 2" in resumed.stderr
+    # Every value of the checkpoint was restored: TensorFlow reports none as left over
+    # (before: "Value in checkpoint could not be found ...: (root).save_counter").
+    assert "could not be found" not in resumed.stderr and "unrestored" not in resumed.stderr
 
 
 def test_an_exploding_finite_loss_stops_without_saving_the_diverged_epoch(tmp_path):
@@ -223,6 +226,23 @@ def test_a_fresh_run_over_an_earlier_runs_logs_is_refused_unless_overwrite(tmp_p
     assert (aside / "model.keras").is_file()  # the earlier run's trained model too
     assert [r["epoch"] for r in metrics(tmp_path)] == [1, 2]
     assert (tmp_path / "model.keras").is_file()
+
+
+def test_a_fresh_run_with_another_runs_checkpoint_dir_is_refused_and_changes_nothing(tmp_path):
+    # Run a keeps its checkpoints outside its log folder: only its run.json names the run.
+    run_a, checkpoints, run_b = tmp_path / "a", tmp_path / "ckpts", tmp_path / "b"
+    result = trainer(run_a, "--epochs=2", f"--checkpoint_dir={checkpoints}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    kept = {p.name: p.read_bytes() for p in checkpoints.iterdir()}
+    for overwrite in ([], ["--overwrite"]):
+        result = trainer(run_b, "--epochs=2", f"--checkpoint_dir={checkpoints}", *overwrite)
+        # Before: "<b> already holds checkpoints or logs ... --overwrite to start afresh",
+        # and --overwrite moved a's checkpoints into b/replaced-*/checkpoints.
+        assert result.returncode == 1, result.stderr[-3000:]
+        assert (f"--checkpoint_dir={checkpoints} holds the checkpoints of another run "
+                f"(--log_dir={run_a})") in result.stderr
+        assert {p.name: p.read_bytes() for p in checkpoints.iterdir()} == kept
+        assert not run_b.exists()  # before: b/.lock was left behind
 
 
 def test_sigterm_to_horovodrun_mid_epoch_then_resume_equals_the_uninterrupted_run(tmp_path):
@@ -380,9 +400,11 @@ def test_a_checkpoint_dir_inside_a_live_runs_log_dir_is_refused(tmp_path):
     ("--mixed_precision=mixed_bfloat16", "mixed_precision = 'none'"),
     # Same size (64) and class count (10), no class names: only the fingerprint differs.
     ("--dataset=shapes", "the training files"),
+    # The CIFAR ResNet's default 32; its weights would load at 40 too (pooled before the head).
+    ("--image_size=40", "image_size = 32"),
 ])
-def test_resume_refuses_another_optimizer_seed_precision_or_data_content(two_epochs, tmp_path,
-                                                                        flag, named):
+def test_resume_refuses_another_optimizer_seed_precision_image_size_or_data_content(
+        two_epochs, tmp_path, flag, named):
     copy_of_two_epochs(two_epochs, tmp_path)
     before = state_of(tmp_path)
     result = train(tmp_path, "--epochs=3", "--resume", flag, check=False)

@@ -67,6 +67,9 @@ class _Checkpoints:
         self.keep = keep
         self.state_path = os.path.join(directory, STATE)
         self.log_step_offset = 0  # the logs' step minus the optimizer's (see runner.resume_point)
+        # The run's --log_dir (absolute), recorded in run.json: whose checkpoints these are
+        # (run_folder.claim refuses another run's). None: not recorded.
+        self.log_dir = None
 
     # Format-specific parts.
     def _write(self, name):
@@ -142,7 +145,8 @@ class _Checkpoints:
         previous = self.committed() or {}
         history = [e for e in previous.get("history", []) if e["checkpoint"] != entry["checkpoint"]]
         history = (history + [entry])[-self.keep:]
-        write_json_atomically(self.state_path, dict(run_facts, **entry, history=history))
+        owner = {"log_dir": self.log_dir} if self.log_dir else {}
+        write_json_atomically(self.state_path, dict(run_facts, **owner, **entry, history=history))
         self._remove_all_but({os.path.join(self.directory, e["checkpoint"]) for e in history})
         return path
 
@@ -205,6 +209,11 @@ class Checkpointer(_Checkpoints):
 
         reader = tf.train.Checkpoint(model=self.model, optimizer=self.model.optimizer)
         reader.read(path).assert_existing_objects_matched()
+        if tf.train.load_checkpoint(path).has_tensor("save_counter/.ATTRIBUTES/VARIABLE_VALUE"):
+            # A `save()` stored it: creating it now restores it, else TensorFlow would warn
+            # "Value in checkpoint could not be found ... save_counter", as for a failed
+            # restore. (Values missing from the model are still refused by the assert.)
+            reader.save_counter  # noqa: B018  (the property creates and restores it)
 
     def _files(self):
         return checkpoint_files(self.directory, ".index")

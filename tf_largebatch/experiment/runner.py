@@ -108,6 +108,7 @@ class Backend(Workers):
 # n may change: a job restarted on another number of workers; the resume warns and rescales.)
 RESUME_MUST_MATCH = {
     "model": "--model",
+    "image_size": "--image_size",
     "optimizer": "--optimizer",
     "mixed_precision": "--mixed_precision",
     "seed": "--seed",
@@ -231,8 +232,10 @@ def finished_without_model(log_dir: str, epoch: int, epochs: int) -> bool:
 
 
 def check_writable(flag, directory):
-    """Creates `directory` and writes a probe file in it, so that a folder that cannot be
+    """Writes a probe file in `directory` (creating it for the check and removing again the
+    folders it created: a refused run leaves no trace), so that a folder that cannot be
     written fails now, naming the flag, instead of after an epoch of training."""
+    created = run_folder.absent_folders(directory)
     try:
         os.makedirs(directory, exist_ok=True)
         probe = os.path.join(directory, f".write-check-{os.getpid()}")
@@ -244,6 +247,8 @@ def check_writable(flag, directory):
     except OSError as err:
         raise TrainError(f"{flag}={directory} cannot be written ({err.strerror or err}): choose "
                          "a folder this user can write, on a disk with free space.") from err
+    finally:
+        run_folder.remove_folders(created)
 
 
 def first_epoch_loss(log_dir):
@@ -316,7 +321,8 @@ def run_experiment(config: ExperimentConfig, backend: Backend) -> Run:
 
     run_facts = dict(workers=layout.workers, processes=layout.processes, per_worker_batch=n,
                      global_batch=layout.global_batch, steps_per_epoch=layout.steps_per_epoch,
-                     model=config.model.model, optimizer=config.optimizer.optimizer,
+                     model=config.model.model, image_size=image_size,
+                     optimizer=config.optimizer.optimizer,
                      mixed_precision=system.mixed_precision, seed=system.seed,
                      base_lr=config.schedule.base_lr, base_batch=config.schedule.base_batch,
                      train_examples=training_set.num_examples,
@@ -326,6 +332,7 @@ def run_experiment(config: ExperimentConfig, backend: Backend) -> Run:
     if training_set.fingerprint:
         run_facts["data_fingerprint"] = training_set.fingerprint
     checkpointer = backend.checkpointer(checkpoint_dir, model)
+    checkpointer.log_dir = os.path.abspath(log_dir)  # run.json names its run (run_folder)
     start = resume_point(config, checkpointer, layout, optimizer, run_facts)
     initial_epoch = start.epoch
 
@@ -363,9 +370,10 @@ def run_experiment(config: ExperimentConfig, backend: Backend) -> Run:
             checkpointing.SaveCheckpoint(checkpointer, run_facts),
         ]
         logging.info("k = %d workers (%d processes × %d simulated), n = %d, kn = %d, η̂ = %.4g, "
-                     "%d steps/epoch; %s.", layout.workers, layout.processes,
+                     "%d step%s/epoch; %s.", layout.workers, layout.processes,
                      system.simulate_workers, n, layout.global_batch, schedule.peak_lr,
-                     layout.steps_per_epoch, backend.name)
+                     layout.steps_per_epoch, "" if layout.steps_per_epoch == 1 else "s",
+                     backend.name)
     watch = preemption.SignalWatch()
     cbs.append(preemption.MidEpochCheckpoints(
         backend, out, watch, layout.steps_per_epoch,
