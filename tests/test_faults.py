@@ -547,3 +547,52 @@ def assert_model_file_equals_straight(model_file, straight):
         np.testing.assert_allclose(np.asarray(v), want[v.path], rtol=1e-5, atol=1e-6,
                                    err_msg=v.path)
 
+
+# --- Issue: a full disk during a checkpoint save. --------------------------------------------
+
+def strace_trainer(run_dir, path, inject, *args, kill_at=None):
+    """The trainer's command line under strace, `inject` applied to the writes to `path`."""
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=str(ROOT))
+    env.pop("TF_LARGEBATCH_KILL_AT", None)
+    if kill_at:
+        env["TF_LARGEBATCH_KILL_AT"] = kill_at
+    return subprocess.run(
+        ["strace", "-f", "-qq", "-o", "/dev/null", "-P", str(path), "-e", "trace=write",
+         "-e", f"inject=write:{inject}", sys.executable, "-m", "tf_largebatch.train", *TINY,
+         f"--log_dir={run_dir}", *args], capture_output=True, text=True, cwd=ROOT, env=env,
+        timeout=600)
+
+
+def test_a_full_disk_during_a_checkpoint_save_is_one_error_line_and_leaves_no_partial_files(
+        tmp_path):
+    # strace fails the write of ckpt-2.index with ENOSPC, as a full disk does; TensorFlow has
+    # written ckpt-2_temp/ and moved the data file to ckpt-2.data-00000-of-00001 by then.
+    # Before: a 40-line ResourceExhaustedError traceback, and those 600 kB stayed.
+    ckpt = tmp_path.resolve() / "checkpoints"
+    result = strace_trainer(tmp_path, ckpt / "ckpt-2.index", "error=ENOSPC", "--epochs=3")
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    (line,) = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert line.startswith(f"error: {ckpt}: checkpoint ckpt-2 could not be written, no space")
+    assert "--checkpoint_dir" in line and "same command with --resume" in line
+    # The space it names is that of a checkpoint: ckpt-1's files, to 10%.
+    written = sum(p.stat().st_size for p in ckpt.glob("ckpt-1.*"))
+    needed = float(line.split("needs about ")[1].split(" MiB")[0]) * 2**20
+    assert needed == pytest.approx(written, rel=0.1)
+    assert sorted(os.listdir(ckpt)) == [".lock", "checkpoint", "ckpt-1.data-00000-of-00001",
+                                        "ckpt-1.index", "run.json"]
+    assert state_of(tmp_path)["checkpoint"] == "ckpt-1"  # the committed one is kept
+
+
+def test_a_writer_killed_mid_save_leaves_temporaries_that_the_next_start_removes(tmp_path):
+    # SIGKILL as TensorFlow writes ckpt-2.index: ckpt-2_temp/ stays. Before: it stayed for good
+    # (a resume writes ckpt-2 again through it, but a run that never saves ckpt-2 again,
+    # e.g. on another --steps_per_epoch, or that stops first, kept it).
+    ckpt = tmp_path.resolve() / "checkpoints"
+    killed = strace_trainer(tmp_path, ckpt / "ckpt-2.index", "signal=KILL", "--epochs=3")
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    assert list(ckpt.glob("ckpt-2_temp*"))
+    # The resumed run, stopped after its first step (long before its ckpt-2 save).
+    resumed = train(tmp_path, "--epochs=3", "--resume", kill_at="step-done@1", check=False)
+    assert resumed.returncode == -9, resumed.stderr[-2000:]
+    assert "Resumed from" in resumed.stderr
+    assert not list(ckpt.glob("*_temp*"))

@@ -327,6 +327,8 @@ def run_experiment(config: ExperimentConfig, backend: Backend) -> Run:
     if training_set.fingerprint:
         run_facts["data_fingerprint"] = training_set.fingerprint
     checkpointer = backend.checkpointer(checkpoint_dir, model)
+    if backend.is_chief:  # it holds the folder's lock: no other save is in flight
+        checkpointer.remove_temporaries()
     start = resume_point(config, checkpointer, layout, optimizer, run_facts)
     if start.finished:  # trained all its epochs before: write what its final save lacks
         from tf_largebatch.experiment.trained_model import complete_final_save
