@@ -189,3 +189,22 @@ def test_metric_average_weights_val_keys_by_val_examples_and_keeps_keras_names()
     assert calls == [(0.5, 64), (2.0, 64), (0.25, 37), (4.0, 37)]
     with pytest.raises(ValueError, match="no val_examples"):
         callbacks.MetricAverage(64, average=average).on_epoch_end(0, {"val_loss": 1.0})
+
+
+def test_the_old_name_learning_rate_scheduler_warns_and_sets_the_same_rates():
+    # The callback's name before it became StepLearningRateScheduler: a deprecated alias.
+    schedule = schedules.goyal_schedule(4, 4, steps_per_epoch=4, warmup_epochs=1,
+                                        total_epochs=3, milestones=(2,))
+    peak, start = 0.00625, 0.0015625  # as in the test above
+    expected = [start + (peak - start) * t / 4 for t in range(4)] + [peak] * 4
+    with pytest.warns(DeprecationWarning, match="StepLearningRateScheduler") as caught:
+        old = callbacks.LearningRateScheduler(schedule)
+    assert caught[0].filename == __file__  # the caller's line, not the package's
+    assert isinstance(old, callbacks.StepLearningRateScheduler)
+    x, y = data()
+    model = tiny_model()
+    model.compile(optimizers.MomentumSGD(1.0), keras.losses.SparseCategoricalCrossentropy(True))
+    record = RecordRates()
+    history = model.fit(x, y, batch_size=4, epochs=2, verbose=0, callbacks=[old, record])
+    assert record.seen == pytest.approx(expected)
+    assert history.history["learning_rate"] == pytest.approx([expected[3], expected[7]])

@@ -127,3 +127,13 @@ def test_make_demo_shows_the_recipe_the_epochs_and_the_summary_without_framework
     assert "Epoch 1/2" in out and "Epoch 2/2" in out
     assert "Trained epochs 1–2: k = 2 workers (2 processes), n = 32, kn = 64, η̂ = 0.05" in out
     assert "validation error" in out and f"Curves drawn into {tmp_path}/demo/curves.png" in out
+
+
+def test_a_run_of_one_epoch_of_one_step_says_so_and_reports_no_compile_time_speed(tmp_path):
+    result = trainer([*TINY, "--steps_per_epoch=1", f"--log_dir={tmp_path}"], ROOT)
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = result.stdout + result.stderr
+    assert "n = 8, kn = 8, η̂ = 0.003125, 1 step/epoch; horovod." in out  # before: 1 steps
+    assert "Trained epoch 1: k = 1 workers (1 process)" in result.stdout  # before: epochs 1–1
+    # Its only step compiled the model: no speed to report (before: a few images/s).
+    assert "images/s" not in result.stdout

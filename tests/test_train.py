@@ -188,7 +188,9 @@ def test_resume_and_fresh_start_refuse_what_would_lose_work(tmp_path):
     assert result.returncode == 1 and "Pass --resume to continue" in result.stderr
     assert (tmp_path / "checkpoints/ckpt-2.index").read_bytes() == before
     assert (tmp_path / "metrics.jsonl").read_text() == metrics
-    result = run_single([*args, "--resume"], check=False)
+    run_single([*args, "--resume"])  # finished: nothing to train, its outputs complete
+    assert (tmp_path / "metrics.jsonl").read_text() == metrics
+    result = run_single([*args, "--epochs=1", "--warmup=none", "--resume"], check=False)
     assert result.returncode == 1 and "raise --epochs to train further" in result.stderr
     result = run_single([*args, "--epochs=3", "--resume", "--model=cifar_resnet14"], check=False)
     assert result.returncode == 1 and "Resume with the run's own --model" in result.stderr

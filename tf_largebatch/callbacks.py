@@ -20,6 +20,7 @@ Which one to use in your own `fit`:
 
 import math
 import os
+import warnings
 
 import keras
 from keras import ops
@@ -66,6 +67,19 @@ class StepLearningRateScheduler(keras.callbacks.Callback):
         if logs is not None:
             logs["learning_rate"] = float(ops.convert_to_numpy(
                 self.model.optimizer.learning_rate))
+
+
+class LearningRateScheduler(StepLearningRateScheduler):
+    """Deprecated alias of `StepLearningRateScheduler`, this callback's name before it was
+    renamed (Keras has its own, per-epoch `LearningRateScheduler`); warns with a
+    DeprecationWarning and does the same (the rate is logged as `learning_rate`)."""
+
+    def __init__(self, schedule):
+        warnings.warn("tf_largebatch.callbacks.LearningRateScheduler is deprecated: it was "
+                      "renamed StepLearningRateScheduler (the same callback; Keras's "
+                      "LearningRateScheduler is another, per-epoch one).", DeprecationWarning,
+                      stacklevel=2)
+        super().__init__(schedule)
 
 
 class WeightDecayScheduler(keras.callbacks.Callback):

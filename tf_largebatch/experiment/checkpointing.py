@@ -11,6 +11,12 @@ commit or the new one, never a checkpoint of epoch N with the state of epoch N â
 checkpoint that cannot be read (truncated, a full disk) is skipped for the next older one,
 with a warning naming it.
 
+A save that fails (a full disk: TensorFlow's `ResourceExhaustedError`) removes its partial
+files (TensorFlow's `ckpt-<N>_temp/` folder, the uncommitted `ckpt-<N>.*`) and raises a
+`CheckpointError` naming the folder and the space a checkpoint needs; a writer killed
+mid-save leaves such temporaries, which the next run holding the folder's lock removes
+(`remove_temporaries`).
+
 Checkpoints are named `ckpt-<epoch>` after `<epoch>` complete epochs, and
 `ckpt-<epoch>-<s>` mid-epoch, `s` steps into the next epoch (on a signal or every
 `--checkpoint_every_steps`, see `preemption`); those also keep the epoch's training metrics
@@ -24,6 +30,7 @@ validation batch ended): the
 fault-injection hook of the crash tests.
 """
 
+import errno
 import glob
 import json
 import os
@@ -36,6 +43,9 @@ from absl import logging
 from tf_largebatch.faults import fault_point
 
 STATE = "run.json"
+# What a save in progress writes besides the checkpoint: TensorFlow's `ckpt-<N>_temp/` folder
+# and `checkpoint.tmp<id>` file, the `writing-ckpt-<N>` files of `WeightsFileCheckpointer`.
+TEMPORARIES = ("ckpt-*_temp*", "checkpoint.tmp*", "writing-ckpt-*")
 
 
 class CheckpointError(RuntimeError):
@@ -67,6 +77,9 @@ class _Checkpoints:
         self.keep = keep
         self.state_path = os.path.join(directory, STATE)
         self.log_step_offset = 0  # the logs' step minus the optimizer's (see runner.resume_point)
+        # The run's --log_dir (absolute), recorded in run.json: whose checkpoints these are
+        # (run_folder.claim refuses another run's). None: not recorded.
+        self.log_dir = None
 
     # Format-specific parts.
     def _write(self, name):
@@ -132,7 +145,22 @@ class _Checkpoints:
         with its training metrics so far `partial_epoch["means"]`); returns the path."""
         os.makedirs(self.directory, exist_ok=True)
         name = f"ckpt-{epoch}" + (f"-{partial_epoch['steps']}" if partial_epoch else "")
-        path = self._write(name)
+        try:
+            path = self._write(name)
+        except Exception as err:
+            # Its partial files, unless run.json names a checkpoint of that name (then whole).
+            named = {e["checkpoint"].split(".")[0]
+                     for e in (self.committed() or {}).get("history", [])}
+            self.remove_temporaries(() if name in named else (glob.escape(name) + ".*",))
+            if not out_of_space(err):
+                raise
+            raise CheckpointError(
+                f"{self.directory}: checkpoint {name} could not be written, no space left on "
+                f"that disk (a checkpoint of this run needs about {self.size() / 2**20:.1f} "
+                "MiB; its partial files were removed). To continue: free space there, or move "
+                f"{self.directory} to a disk with room and pass that as --checkpoint_dir; "
+                "then run the same command with --resume (the checkpoints committed in "
+                "run.json are kept).") from err
         fault_point("checkpoint-saved")
         step = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
         entry = dict(checkpoint=os.path.basename(path), epoch=epoch, step=step,
@@ -142,9 +170,26 @@ class _Checkpoints:
         previous = self.committed() or {}
         history = [e for e in previous.get("history", []) if e["checkpoint"] != entry["checkpoint"]]
         history = (history + [entry])[-self.keep:]
-        write_json_atomically(self.state_path, dict(run_facts, **entry, history=history))
+        owner = {"log_dir": self.log_dir} if self.log_dir else {}
+        write_json_atomically(self.state_path, dict(run_facts, **owner, **entry, history=history))
         self._remove_all_but({os.path.join(self.directory, e["checkpoint"]) for e in history})
         return path
+
+    def remove_temporaries(self, extra=()):
+        """Deletes what saves in progress write here (`TEMPORARIES`) and the `extra` patterns:
+        left by a failed save, or by a writer killed mid-save. Only for the holder of the
+        folder's lock (after `run_folder.claim`): no save of another process is in flight."""
+        for pattern in (*TEMPORARIES, *extra):
+            for path in glob.glob(os.path.join(glob.escape(self.directory), pattern)):
+                if os.path.isdir(path):
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    os.remove(path)
+
+    def size(self):
+        """Bytes of the variables a checkpoint holds (model and optimizer): about its size."""
+        variables = [*self.model.variables, *self.model.optimizer.variables]
+        return sum(keras.ops.convert_to_numpy(v).nbytes for v in variables)
 
     def restore(self):
         """Restores the newest committed checkpoint that can be read; returns run.json's
@@ -205,6 +250,11 @@ class Checkpointer(_Checkpoints):
 
         reader = tf.train.Checkpoint(model=self.model, optimizer=self.model.optimizer)
         reader.read(path).assert_existing_objects_matched()
+        if tf.train.load_checkpoint(path).has_tensor("save_counter/.ATTRIBUTES/VARIABLE_VALUE"):
+            # A `save()` stored it: creating it now restores it, else TensorFlow would warn
+            # "Value in checkpoint could not be found ... save_counter", as for a failed
+            # restore. (Values missing from the model are still refused by the assert.)
+            reader.save_counter  # noqa: B018  (the property creates and restores it)
 
     def _files(self):
         return checkpoint_files(self.directory, ".index")
@@ -255,6 +305,13 @@ def checkpoint_files(directory, suffix):
         if match:
             found[(int(match.group(1)), int(match.group(2) or 0))] = path[: -len(suffix)]
     return [found[key] for key in sorted(found)]
+
+
+def out_of_space(err):
+    """Whether `err` (TensorFlow's, h5py's or an OSError) says the disk or quota is full."""
+    return (type(err).__name__ == "ResourceExhaustedError"
+            or getattr(err, "errno", None) in (errno.ENOSPC, errno.EDQUOT)
+            or "No space left on device" in str(err))
 
 
 def mismatch(path, err):

@@ -1,8 +1,10 @@
 """Per-epoch and per-step logs that the curves tool, the tests and the benchmarks read.
 
 `metrics.jsonl`: one JSON object per epoch (epoch, step, lr, train_loss,
-train_top1_error, val_loss, val_top1_error, val_top5_error, images_per_sec,
-wall_s); `steps.jsonl` with --log_every_step: step, lr, loss. Files are
+train_top1_error, val_loss, val_top1_error, val_top5_error, images_per_sec: over the
+epoch's training, steady_images_per_sec: over its steps after the first, which in a
+process's first epoch includes compilation (None for an epoch of one step), wall_s);
+`steps.jsonl` with --log_every_step: step, lr, loss. Files are
 appended to, so a resumed run continues them; lines past the checkpoint it
 resumes from are dropped first (by epoch and step), so each epoch appears once.
 """
@@ -88,10 +90,26 @@ def _percent(value):
     return "–" if value is None else f"{100 * value:.1f}%"
 
 
+def training_speed(records: list[dict]) -> float | None:
+    """Images/s of a run without compilation: the mean over its epochs of each epoch's
+    images/s after its first step (`steady_images_per_sec`; the first step of a process
+    compiles the model, also in a resumed run's first epoch); an epoch of one step, or a log
+    written before that was recorded, counts with its whole-epoch images/s unless it is the
+    first. None when no epoch gives a figure (a run of one epoch of one step)."""
+    timed = []
+    for index, record in enumerate(records):
+        value = record.get("steady_images_per_sec") or (
+            record.get("images_per_sec") if index else None)
+        if value:
+            timed.append(value)
+    return sum(timed) / len(timed) if timed else None
+
+
 def summary(log_dir: str) -> str:
     """What a finished run did, in a few lines, from its metrics.jsonl and flags.json: training
-    and validation error of the first and last epoch, k, n, kn, η̂, images/s (mean over the
-    epochs after the first, which includes compilation), and the command that draws its curves.
+    and validation error of the first and last epoch, k, n, kn, η̂, images/s without
+    compilation (`training_speed`: the steps after each epoch's first; no line when there are
+    none), and the command that draws its curves.
     """
     records = read_jsonl(os.path.join(log_dir, "metrics.jsonl"))
     with open(os.path.join(log_dir, "flags.json")) as f:
@@ -103,8 +121,10 @@ def summary(log_dir: str) -> str:
     warmup = "no warmup" if facts.get("warmup") == "none" or not warmup_epochs else (
         f"{facts['warmup']} warmup over {warmup_epochs:g} epoch"
         f"{'' if warmup_epochs == 1 else 's'}")
+    epochs = (f"epoch {first['epoch']}" if first["epoch"] == last["epoch"] else
+              f"epochs {first['epoch']}–{last['epoch']}")
     lines = [
-        f"Trained epochs {first['epoch']}–{last['epoch']}: k = {facts['workers']} workers "
+        f"Trained {epochs}: k = {facts['workers']} workers "
         f"({facts['processes']} process{'' if facts['processes'] == 1 else 'es'}), "
         f"n = {facts['per_worker_batch']}, "
         f"kn = {facts['global_batch']}, η̂ = {facts['peak_lr']:.4g}, {warmup}.",
@@ -114,9 +134,9 @@ def summary(log_dir: str) -> str:
         if last.get(key) is not None:
             lines.append(f"  {name} {_percent(first.get(key))} (epoch {first['epoch']}) → "
                          f"{_percent(last[key])} (epoch {last['epoch']})")
-    timed = [r["images_per_sec"] for r in records[1:] or records if r.get("images_per_sec")]
-    if timed:
-        lines.append(f"  speed            {sum(timed) / len(timed):,.0f} images/s")
+    speed = training_speed(records)
+    if speed is not None:
+        lines.append(f"  speed            {speed:,.0f} images/s")
     lines.append(f"Curves: python -m tf_largebatch.curves {log_dir} "
                  f"--out={os.path.join(log_dir, 'curves.png')}")
     return "\n".join(lines)
@@ -194,10 +214,13 @@ class RunLogger(keras.callbacks.Callback):
     def on_epoch_begin(self, epoch, logs=None):
         self.epoch_start = time.time()
         self.epoch_first_step = self._step()
-        self.train_seconds = None
+        self.first_step_end = None  # (time, step) after the epoch's first step
+        self.train_end = None
         self.previous_mean = 0.0
 
     def on_train_batch_end(self, batch, logs=None):
+        if self.first_step_end is None:
+            self.first_step_end = (time.time(), self._step())
         if not self.log_every_step:
             return
         # Keras logs the running mean of the epoch; the batch's own loss is recovered from it.
@@ -210,13 +233,15 @@ class RunLogger(keras.callbacks.Callback):
                       sync=False)
 
     def on_test_begin(self, logs=None):
-        if self.train_seconds is None:
-            self.train_seconds = time.time() - self.epoch_start
+        if self.train_end is None:
+            self.train_end = time.time()
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
         step = self._step()
-        train_seconds = self.train_seconds or time.time() - self.epoch_start
+        train_end = self.train_end or time.time()
+        train_seconds = train_end - self.epoch_start
+        after_first, first_step = self.first_step_end or (train_end, step)
         record = {
             "epoch": epoch + 1,  # epochs completed
             "step": step + self.step_offset,
@@ -230,6 +255,8 @@ class RunLogger(keras.callbacks.Callback):
             # ran in this process): no steps were timed.
             "images_per_sec": (step - self.epoch_first_step) * self.images_per_step
             / max(train_seconds, 1e-9) if step > self.epoch_first_step else None,
+            "steady_images_per_sec": (step - first_step) * self.images_per_step
+            / max(train_end - after_first, 1e-9) if step > first_step else None,
             "wall_s": time.time() - self.start,
         }
         _append_jsonl(self.metrics_path, record, sync=True)

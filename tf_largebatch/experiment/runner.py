@@ -41,6 +41,9 @@ class Run:
     is_chief: bool
     model: object  # keras.Model
     layout: object  # data.layout.BatchLayout
+    # A resume of a run that had trained all its epochs: the final outputs it wrote now
+    # (model.keras, saved_model; empty: none was missing). None: the run trained.
+    completed: list | None = None
 
 
 @dataclasses.dataclass
@@ -109,6 +112,7 @@ class Backend(Workers):
 # n may change: a job restarted on another number of workers; the resume warns and rescales.)
 RESUME_MUST_MATCH = {
     "model": "--model",
+    "image_size": "--image_size",
     "optimizer": "--optimizer",
     "mixed_precision": "--mixed_precision",
     "seed": "--seed",
@@ -138,13 +142,15 @@ class ResumePoint:
     next (whose training metrics so far are `means`); `log_step` is the number of updates the
     run had taken (the logs' step) and `log_step_offset` what to add to the optimizer's step
     to get it: 0 unless k·n changed, which restarts the optimizer's step count in the new
-    units while the logs keep counting updates (so their steps stay unique and increasing)."""
+    units while the logs keep counting updates (so their steps stay unique and increasing).
+    `finished`: the run had trained all its epochs; nothing is left to train."""
 
     epoch: int = 0
     log_step: int = 0
     steps_into_epoch: int = 0
     means: dict | None = None
     log_step_offset: int = 0
+    finished: bool = False
 
 
 def resume_point(config: ExperimentConfig, checkpointer, layout, optimizer,
@@ -155,7 +161,8 @@ def resume_point(config: ExperimentConfig, checkpointer, layout, optimizer,
     (--resume, or --resume=auto when the folders hold a run) continues after the newest
     committed checkpoint (run.json), skipping unreadable ones; a folder whose run was killed
     before its first commit starts from the beginning, with a warning; a run that trained
-    every epoch but stopped before its model.keras was written writes it and trains nothing.
+    every epoch it was started for (`trained_to_its_end`) is `finished`: nothing to train,
+    the caller writes what its final save lacks.
     If k·n or the steps per epoch changed (a job restarted on another number of workers),
     the rate follows the linear rule for the new global batch and the global step restarts
     at epoch × the new steps per epoch (a mid-epoch checkpoint continues at the same place
@@ -187,6 +194,11 @@ def resume_point(config: ExperimentConfig, checkpointer, layout, optimizer,
     check_resume_facts(committed, run_facts)
     state = checkpointer.restore()
     epoch = state["epoch"]
+    if epoch >= config.schedule.epochs:
+        if epoch > config.schedule.epochs or not trained_to_its_end(log_dir, epoch):
+            raise TrainError(f"the checkpoint is at epoch {epoch}, not before --epochs="
+                             f"{config.schedule.epochs}: raise --epochs to train further.")
+        return ResumePoint(epoch, state.get("log_step", state["step"]), finished=True)
     partial = state.get("partial_epoch") or {}
     steps_into_epoch = partial.get("steps", 0)
     log_step = state.get("log_step", state["step"])
@@ -205,35 +217,27 @@ def resume_point(config: ExperimentConfig, checkpointer, layout, optimizer,
             state["steps_per_epoch"], layout.workers, layout.per_worker_batch,
             layout.steps_per_epoch, epoch, steps_into_epoch)
         optimizer.iterations.assign(epoch * layout.steps_per_epoch + steps_into_epoch)
-    if epoch >= config.schedule.epochs:
-        if not finished_without_model(log_dir, epoch, config.schedule.epochs):
-            raise TrainError(f"the checkpoint is at epoch {epoch}, not before --epochs="
-                             f"{config.schedule.epochs}: raise --epochs to train further.")
-        # Trained to its end, but stopped while writing its model: write it, train nothing.
-        logging.warning("--resume: the run trained all %d epochs but has no model.keras (it "
-                        "stopped while writing it): writing it from the last checkpoint.",
-                        epoch)
     step = int(keras.ops.convert_to_numpy(optimizer.iterations))
     checkpointer.log_step_offset = log_step - step
     return ResumePoint(epoch, log_step, steps_into_epoch,
                        partial.get("means") if steps_into_epoch else None, log_step - step)
 
 
-def finished_without_model(log_dir: str, epoch: int, epochs: int) -> bool:
-    """Whether the run in `log_dir` trained to the end it was started for (its flags.json's
-    --epochs, = this run's, = the checkpoint's epoch) but has no model.keras."""
+def trained_to_its_end(log_dir: str, epoch: int) -> bool:
+    """Whether the run in `log_dir` was started for the `epoch` epochs its checkpoint holds
+    (its flags.json's --epochs): a killed 400-epoch run at epoch 2 was not."""
     try:
         with open(os.path.join(log_dir, "flags.json")) as f:
-            planned = json.load(f).get("epochs")
+            return json.load(f).get("epochs") == epoch
     except (OSError, ValueError):
         return False
-    return planned == epoch == epochs and not os.path.exists(os.path.join(log_dir,
-                                                                          "model.keras"))
 
 
 def check_writable(flag, directory):
-    """Creates `directory` and writes a probe file in it, so that a folder that cannot be
+    """Writes a probe file in `directory` (creating it for the check and removing again the
+    folders it created: a refused run leaves no trace), so that a folder that cannot be
     written fails now, naming the flag, instead of after an epoch of training."""
+    created = run_folder.absent_folders(directory)
     try:
         os.makedirs(directory, exist_ok=True)
         probe = os.path.join(directory, f".write-check-{os.getpid()}")
@@ -245,6 +249,8 @@ def check_writable(flag, directory):
     except OSError as err:
         raise TrainError(f"{flag}={directory} cannot be written ({err.strerror or err}): choose "
                          "a folder this user can write, on a disk with free space.") from err
+    finally:
+        run_folder.remove_folders(created)
 
 
 def first_epoch_loss(log_dir):
@@ -317,7 +323,8 @@ def run_experiment(config: ExperimentConfig, backend: Backend) -> Run:
 
     run_facts = dict(workers=layout.workers, processes=layout.processes, per_worker_batch=n,
                      global_batch=layout.global_batch, steps_per_epoch=layout.steps_per_epoch,
-                     model=config.model.model, optimizer=config.optimizer.optimizer,
+                     model=config.model.model, image_size=image_size,
+                     optimizer=config.optimizer.optimizer,
                      mixed_precision=system.mixed_precision, seed=system.seed,
                      base_lr=config.schedule.base_lr, base_batch=config.schedule.base_batch,
                      train_examples=training_set.num_examples,
@@ -327,7 +334,17 @@ def run_experiment(config: ExperimentConfig, backend: Backend) -> Run:
     if training_set.fingerprint:
         run_facts["data_fingerprint"] = training_set.fingerprint
     checkpointer = backend.checkpointer(checkpoint_dir, model)
+    checkpointer.log_dir = os.path.abspath(log_dir)  # run.json names its run (run_folder)
+    if backend.is_chief:  # it holds the folder's lock: no other save is in flight
+        checkpointer.remove_temporaries()
     start = resume_point(config, checkpointer, layout, optimizer, run_facts)
+    if start.finished:  # trained all its epochs before: write what its final save lacks
+        from tf_largebatch.experiment.trained_model import complete_final_save
+
+        written = (complete_final_save(model, log_dir, checkpointer.state_path,
+                                       out.saved_model) if backend.is_chief else [])
+        return Run(log_dir, checkpoint_dir, backend.rank, backend.is_chief, model, layout,
+                   written)
     initial_epoch = start.epoch
 
     augment_off_epoch = schedules.augmentation_off_epoch(epochs, config.data.augment_off_epochs)
@@ -364,9 +381,10 @@ def run_experiment(config: ExperimentConfig, backend: Backend) -> Run:
             checkpointing.SaveCheckpoint(checkpointer, run_facts),
         ]
         logging.info("k = %d workers (%d processes × %d simulated), n = %d, kn = %d, η̂ = %.4g, "
-                     "%d steps/epoch; %s.", layout.workers, layout.processes,
+                     "%d step%s/epoch; %s.", layout.workers, layout.processes,
                      system.simulate_workers, n, layout.global_batch, schedule.peak_lr,
-                     layout.steps_per_epoch, backend.name)
+                     layout.steps_per_epoch, "" if layout.steps_per_epoch == 1 else "s",
+                     backend.name)
     watch = preemption.SignalWatch()
     cbs.append(preemption.MidEpochCheckpoints(
         backend, out, watch, layout.steps_per_epoch,
@@ -414,9 +432,10 @@ def run_experiment(config: ExperimentConfig, backend: Backend) -> Run:
         if initial_epoch < epochs and not model.stop_training:
             fit(initial_epoch, epochs)
     if backend.is_chief:  # the run finished: its model, for load_model, serving and evaluate
-        from tf_largebatch.experiment.trained_model import save_trained_model
+        from tf_largebatch.experiment import trained_model
 
-        save_trained_model(model, log_dir, export=out.saved_model)
+        trained_model.save_trained_model(model, log_dir, (
+            trained_model.MODEL_FILE, trained_model.EXPORT_DIR)[:2 if out.saved_model else 1])
     return Run(log_dir, checkpoint_dir, backend.rank, backend.is_chief, model, layout)
 
 
@@ -433,6 +452,20 @@ def io_problem(err: OSError) -> str:
            }.get(err.errno, "fix the cause")
     return (f"{where}: {err.strerror or err}. To continue: {fix}, then run the same command "
             "with --resume (the checkpoints committed in run.json are kept).")
+
+
+def finished_line(run: Run) -> str:
+    """The one line of a resume of a run that had trained all its epochs: where its model is
+    and what was written now."""
+    from tf_largebatch.experiment.trained_model import EXPORT_DIR, MODEL_FILE
+
+    log_dir = os.path.abspath(run.log_dir)
+    export = os.path.join(log_dir, EXPORT_DIR)
+    done = (f"wrote {' and '.join(run.completed)} from the last checkpoint"
+            if run.completed else "its outputs were complete")
+    return (f"The run had trained all its epochs: nothing to train, {done}. Its model is "
+            f"{os.path.join(log_dir, MODEL_FILE)}"
+            + (f" (inference export: {export})." if os.path.isdir(export) else "."))
 
 
 def data_file_problem(err: Exception) -> str | None:
@@ -530,6 +563,9 @@ def main(argv: list[str], config: ExperimentConfig, backend: Backend) -> int:
             raise
         print(f"error: {message}", file=sys.stderr)
         return 1
+    if run.is_chief and run.completed is not None:
+        print(finished_line(run))
+        return 0
     if run.is_chief:
         written = sorted(name for name in os.listdir(run.log_dir) if name != "checkpoints")
         print(f"Logs in {os.path.abspath(run.log_dir)} ({', '.join(written)}); checkpoints in "
