@@ -22,8 +22,7 @@ DUMP = ROOT / "tests/workers/train_and_dump.py"
 # A CIFAR ResNet-8 on 64 synthetic images; k = 2 simulated workers of n = 8, 3 steps per epoch.
 TINY = ["--model=cifar_resnet8", "--dataset=synthetic", "--synthetic_examples=64",
         "--per_worker_batch=8", "--steps_per_epoch=3", "--eval_steps=1", "--seed=3",
-        "--warmup=gradual", "--warmup_epochs=1", "--milestones=2", "--simulate_workers=2",
-        "--nosaved_model"]
+        "--warmup=gradual", "--warmup_epochs=1", "--milestones=2", "--simulate_workers=2"]
 
 
 def train(run_dir, *args, kill_at=None, check=True):
