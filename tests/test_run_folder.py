@@ -1,6 +1,6 @@
 """The chief's checks before training, as pure functions: whose folders a fresh run may use
 (`run_folder.claim`) and whether a resume continues the same run
-(`runner.check_resume_facts`)."""
+(`position.check_resume_facts`)."""
 
 import fcntl
 import json
@@ -10,7 +10,7 @@ import socket
 
 import pytest
 
-from tf_largebatch.experiment import run_folder, runner
+from tf_largebatch.experiment import position, run_folder, runner
 
 pytestmark = pytest.mark.unit
 
@@ -21,15 +21,15 @@ FACTS = dict(model="cifar_resnet8", image_size=32, optimizer="sgd", mixed_precis
 
 def test_resume_refuses_another_image_size_naming_the_flag_and_the_runs_value():
     with pytest.raises(runner.TrainError) as refused:
-        runner.check_resume_facts(FACTS, dict(FACTS, image_size=40))
+        position.check_resume_facts(FACTS, dict(FACTS, image_size=40))
     assert "image_size = 32, this one 40" in str(refused.value)
     assert "Resume with the run's own --image_size" in str(refused.value)
-    runner.check_resume_facts(FACTS, dict(FACTS))  # the same size resumes
+    position.check_resume_facts(FACTS, dict(FACTS))  # the same size resumes
 
 
 def test_a_run_json_from_before_image_size_was_recorded_still_resumes():
     old = {key: value for key, value in FACTS.items() if key != "image_size"}
-    runner.check_resume_facts(old, dict(FACTS, image_size=40))  # nothing to compare: no error
+    position.check_resume_facts(old, dict(FACTS, image_size=40))  # nothing to compare: no error
 
 
 # --- run_folder.claim: whose checkpoints, and what a refused run leaves behind. -----------

@@ -6,8 +6,10 @@
 - `cli`, `flagfiles`: the trainers' command line: `--help` by topic, flag files whose
   includes are found next to the including file, framework INFO lines off.
 - `builders`: config → model (from the `MODELS` registry), schedule, optimizer, loss, metrics.
-- `runner`: one run from a config, `run_experiment(config, backend)`: batch layout, resume
-  policy, callbacks, `fit`; a trainer is a `runner.Backend` with what differs.
+- `runner`: one run from a config, `run_experiment(config, backend)`: batch layout, model,
+  position, callbacks, `fit`; a trainer is a `runner.Backend` with what differs.
+- `position`: the run's position as one `RunPosition` (where it starts, the logs' step) and
+  the one resume policy that finds it (`resume_point`); `errors`: `TrainError`.
 - `preemption`: SIGTERM/SIGINT stop after the step in flight with a checkpoint of that step;
   mid-epoch checkpoints and their exact resume.
 - `checkpointing`: per-epoch checkpoints with their run.json (TensorFlow's, or Keras

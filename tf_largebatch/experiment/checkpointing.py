@@ -40,6 +40,7 @@ import shutil
 import keras
 from absl import logging
 
+from tf_largebatch.experiment.position import RunPosition
 from tf_largebatch.faults import fault_point
 
 STATE = "run.json"
@@ -76,7 +77,10 @@ class _Checkpoints:
         self.model = model
         self.keep = keep
         self.state_path = os.path.join(directory, STATE)
-        self.log_step_offset = 0  # the logs' step minus the optimizer's (see runner.resume_point)
+        # The run's position (`position.RunPosition`), set once by the run after its resume
+        # point is known: each save records the logs' step, the optimizer's plus its
+        # `log_step_offset`.
+        self.position = RunPosition()
         # The run's --log_dir (absolute), recorded in run.json: whose checkpoints these are
         # (run_folder.claim refuses another run's). None: not recorded.
         self.log_dir = None
@@ -164,7 +168,7 @@ class _Checkpoints:
         fault_point("checkpoint-saved")
         step = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
         entry = dict(checkpoint=os.path.basename(path), epoch=epoch, step=step,
-                     log_step=step + self.log_step_offset)
+                     log_step=step + self.position.log_step_offset)
         if partial_epoch:
             entry["partial_epoch"] = partial_epoch
         previous = self.committed() or {}

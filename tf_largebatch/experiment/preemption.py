@@ -92,19 +92,22 @@ def training_keys(logs):
 class ResumedEpochMetrics(keras.callbacks.Callback):
     """In the epoch a mid-epoch checkpoint resumed, replaces Keras's training means (of the
     steps since the resume) by the means over the whole epoch. Runs before `GlobalMetrics`
-    (the combination is linear, so averaging over workers before or after it is the same)."""
+    (the combination is linear, so averaging over workers before or after it is the same).
 
-    def __init__(self, epoch, steps_before, means_before):
+    `position`: the run's `position.RunPosition`, one with `resumed_means` (its epoch, the
+    steps trained before the resume and their means)."""
+
+    def __init__(self, position):
         super().__init__()
-        self.epoch, self.steps_before, self.means_before = epoch, steps_before, means_before
+        self.position = position
         self.steps_after = 0
 
     def on_train_batch_end(self, batch, logs=None):
         self.steps_after = batch + 1
 
     def on_epoch_end(self, epoch, logs=None):
-        if epoch == self.epoch and logs is not None:
-            logs.update(combine_means(self.means_before, self.steps_before, logs,
+        if epoch == self.position.epoch and logs is not None:
+            logs.update(combine_means(self.position.means, self.position.steps_into_epoch, logs,
                                       self.steps_after))
 
 
@@ -128,15 +131,16 @@ class MidEpochCheckpoints(keras.callbacks.Callback):
       steps_per_epoch: S, the global batches of an epoch.
       checkpointer: the run's `checkpointing` object on rank 0, None on the other ranks.
       run_facts: the facts run.json keeps beside each checkpoint.
-      resumed: (epoch, steps, means) of a mid-epoch resume, or None.
+      position: the run's `position.RunPosition` (None: a fresh run's); the saved means of
+        the epoch it resumes in count in that epoch's means.
     """
 
     def __init__(self, workers, config, watch, steps_per_epoch, checkpointer=None,
-                 run_facts=None, resumed=None):
+                 run_facts=None, position=None):
         super().__init__()
         self.checkpointer, self.run_facts, self.watch = checkpointer, run_facts, watch
         self.steps_per_epoch, self.every_steps = steps_per_epoch, config.checkpoint_every_steps
-        self.workers, self.resumed = workers, resumed
+        self.workers, self.position = workers, position
         self.requested = False
 
     def on_epoch_begin(self, epoch, logs=None):
@@ -175,9 +179,10 @@ class MidEpochCheckpoints(keras.callbacks.Callback):
         """This epoch's training means so far, averaged over the workers."""
         logs = self.last_logs or {}
         means = {key: float(logs[key]) for key in training_keys(logs)}
-        if self.resumed and self.resumed[0] == self.epoch:
-            means = combine_means(self.resumed[2], self.resumed[1], means, self.steps_in_fit
-                                  ) if means else dict(self.resumed[2])
+        resumed = self.position
+        if resumed is not None and resumed.resumed_means and resumed.epoch == self.epoch:
+            means = combine_means(resumed.means, resumed.steps_into_epoch, means,
+                                  self.steps_in_fit) if means else dict(resumed.means)
         return {key: self.workers.average(value, 1) for key, value in sorted(means.items())}
 
     def _save(self, step, done):

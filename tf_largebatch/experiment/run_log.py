@@ -18,6 +18,7 @@ import keras
 from keras import ops
 
 from tf_largebatch.callbacks import MetricAverage
+from tf_largebatch.experiment.position import RunPosition
 
 
 def source_commit() -> str | None:
@@ -174,21 +175,21 @@ class GlobalMetrics(MetricAverage):
 class RunLogger(keras.callbacks.Callback):
     """Writes metrics.jsonl (and steps.jsonl) in `log_dir`; chief worker only.
 
-    `schedule` gives the rate of global step t; `images_per_step` is k·n. The logged step is
-    the optimizer's plus `step_offset` (the updates taken before a resume that changed k·n,
-    which restarts the optimizer's count in the new units), so logged steps only increase.
-    A run resumed from the checkpoint of epoch `initial_epoch` (logged step `initial_step`)
-    first drops the lines that checkpoint does not cover (epoch > initial_epoch, step ≥
-    initial_step), so every epoch and step is logged exactly once; then lines are only
-    appended (each epoch's fsynced).
+    `schedule` gives the rate of global step t; `images_per_step` is k·n. `position` is the
+    run's `position.RunPosition` (default: a fresh run's). The logged step is the optimizer's
+    plus its `log_step_offset` (the updates taken before a resume that changed k·n, which
+    restarts the optimizer's count in the new units), so logged steps only increase. A run
+    resumed from the checkpoint of epoch `position.epoch` (logged step `position.log_step`)
+    first drops the lines that checkpoint does not cover (a later epoch, step ≥ that step),
+    so every epoch and step is logged exactly once; then lines are only appended (each
+    epoch's fsynced).
     """
 
     def __init__(self, log_dir, schedule, images_per_step, log_every_step=False,
-                 initial_epoch=0, initial_step=0, step_offset=0):
+                 position=None):
         super().__init__()
-        self.initial_epoch = initial_epoch
-        self.initial_step = initial_step
-        self.step_offset = step_offset
+        self.position = position or RunPosition()
+        self.to_drop = True  # the lines past `position`, dropped at the first `fit`'s start
         self.log_dir = log_dir
         self.schedule = schedule
         self.images_per_step = images_per_step
@@ -205,11 +206,11 @@ class RunLogger(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         os.makedirs(self.log_dir, exist_ok=True)
-        if self.initial_epoch is None:  # a second `fit` of the same run (after a mid-epoch
-            return                      # resume): nothing to drop
-        _keep_jsonl(self.steps_path, lambda r: r["step"] < self.initial_step)
-        _keep_jsonl(self.metrics_path, lambda r: r["epoch"] <= self.initial_epoch)
-        self.initial_epoch = None
+        if not self.to_drop:  # a second `fit` of the same run (after a mid-epoch resume)
+            return
+        _keep_jsonl(self.steps_path, lambda r: r["step"] < self.position.log_step)
+        _keep_jsonl(self.metrics_path, lambda r: r["epoch"] <= self.position.epoch)
+        self.to_drop = False
 
     def on_epoch_begin(self, epoch, logs=None):
         self.epoch_start = time.time()
@@ -228,8 +229,8 @@ class RunLogger(keras.callbacks.Callback):
         loss = (batch + 1) * mean - batch * self.previous_mean
         self.previous_mean = mean
         step = self._step() - 1
-        _append_jsonl(self.steps_path, {"step": step + self.step_offset, "lr": self._lr(step),
-                                        "loss": loss},
+        _append_jsonl(self.steps_path, {"step": step + self.position.log_step_offset,
+                                        "lr": self._lr(step), "loss": loss},
                       sync=False)
 
     def on_test_begin(self, logs=None):
@@ -244,7 +245,7 @@ class RunLogger(keras.callbacks.Callback):
         after_first, first_step = self.first_step_end or (train_end, step)
         record = {
             "epoch": epoch + 1,  # epochs completed
-            "step": step + self.step_offset,
+            "step": step + self.position.log_step_offset,
             "lr": self._lr(step - 1),
             "train_loss": logs.get("loss"),
             "train_top1_error": logs.get("top1_error"),

@@ -6,7 +6,11 @@ on one device with any Keras backend) differ only in what a `Backend` provides: 
 workers are started, where the data comes from, how gradients and metrics are averaged, how
 checkpoints are written. Everything else is here, once:
 
-    config → batch layout → schedule, model, optimizer → resume point → data → callbacks → fit
+    config → batch layout → schedule, model, optimizer → position → data → callbacks → fit
+
+The run's position (where it starts, the logs' step) is one `position.RunPosition`, found by
+the one resume policy (`position.resume_point`) and handed to the checkpointer, the logs and
+the preemption callbacks.
 
 The config (`experiment.config.ExperimentConfig`) is built from the flags by the trainers
 (`experiment.flags.from_flags()`) or in Python (docs/trainer.md, "From Python"); nothing here
@@ -24,11 +28,9 @@ from absl import logging
 
 from tf_largebatch.experiment import builders, run_folder
 from tf_largebatch.experiment.config import ExperimentConfig
+from tf_largebatch.experiment.errors import TrainError
+from tf_largebatch.experiment.position import RunPosition, resume_point
 from tf_largebatch.experiment.workers import Workers
-
-
-class TrainError(RuntimeError):
-    """A problem the user must fix, reported without a traceback."""
 
 
 @dataclasses.dataclass
@@ -108,131 +110,6 @@ class Backend(Workers):
         return {}
 
 
-# Facts of a run that a resume must not change silently, and the flag that sets each. (k and
-# n may change: a job restarted on another number of workers; the resume warns and rescales.)
-RESUME_MUST_MATCH = {
-    "model": "--model",
-    "image_size": "--image_size",
-    "optimizer": "--optimizer",
-    "mixed_precision": "--mixed_precision",
-    "seed": "--seed",
-    "base_lr": "--base_lr",
-    "base_batch": "--base_batch",
-    "train_examples": "--dataset/--data_dir (the training set's size)",
-    "num_classes": "--dataset/--data_dir (the class count)",
-    "class_names": "--dataset/--data_dir (the class names)",
-    "data_fingerprint": "--dataset/--data_dir (the training files: names, labels, sizes)",
-}
-
-
-def check_resume_facts(state, run_facts):
-    """Refuses to resume when the model, the reference rate or the data set differ from the
-    checkpoint's, naming the flag and the run's own value."""
-    for key, flag in RESUME_MUST_MATCH.items():
-        if key in state and key in run_facts and state[key] != run_facts[key]:
-            raise TrainError(
-                f"--resume: the checkpoint's run has {key} = {state[key]!r}, this one "
-                f"{run_facts[key]!r}. Resume with the run's own {flag} (its flags.json has them "
-                "all), or start a new run in another --log_dir; nothing was changed.")
-
-
-@dataclasses.dataclass
-class ResumePoint:
-    """Where a run starts: after `epoch` complete epochs and `steps_into_epoch` steps of the
-    next (whose training metrics so far are `means`); `log_step` is the number of updates the
-    run had taken (the logs' step) and `log_step_offset` what to add to the optimizer's step
-    to get it: 0 unless k·n changed, which restarts the optimizer's step count in the new
-    units while the logs keep counting updates (so their steps stay unique and increasing).
-    `finished`: the run had trained all its epochs; nothing is left to train."""
-
-    epoch: int = 0
-    log_step: int = 0
-    steps_into_epoch: int = 0
-    means: dict | None = None
-    log_step_offset: int = 0
-    finished: bool = False
-
-
-def resume_point(config: ExperimentConfig, checkpointer, layout, optimizer,
-                 run_facts) -> ResumePoint:
-    """Where to start from, by one policy for every trainer.
-
-    A fresh run refuses a --checkpoint_dir that already holds checkpoints. A resumed run
-    (--resume, or --resume=auto when the folders hold a run) continues after the newest
-    committed checkpoint (run.json), skipping unreadable ones; a folder whose run was killed
-    before its first commit starts from the beginning, with a warning; a run that trained
-    every epoch it was started for (`trained_to_its_end`) is `finished`: nothing to train,
-    the caller writes what its final save lacks.
-    If k·n or the steps per epoch changed (a job restarted on another number of workers),
-    the rate follows the linear rule for the new global batch and the global step restarts
-    at epoch × the new steps per epoch (a mid-epoch checkpoint continues at the same place
-    in the epoch's order, rounded down to a whole new global batch), with a warning saying
-    so. The model, the reference rate and the data set must not change.
-    """
-    import keras
-
-    checkpoint_dir, log_dir = config.output.checkpoint_folder, config.output.log_dir
-    committed = checkpointer.committed()
-    if not config.output.resume:
-        if committed is not None or checkpointer.latest is not None:
-            raise TrainError(f"{checkpoint_dir} already holds checkpoints "
-                             f"({checkpointer.latest or checkpointer.state_path}). Pass --resume "
-                             "to continue that run, or choose another --checkpoint_dir/--log_dir;"
-                             " nothing was overwritten.")
-        return ResumePoint()
-    if committed is None:
-        traces = checkpointer.latest or next((p for p in (
-            os.path.join(log_dir, "metrics.jsonl"), os.path.join(log_dir, "flags.json"))
-            if os.path.exists(p)), None)
-        if traces is None:
-            if config.output.resume == "auto":  # nothing here yet: the first attempt of a job
-                return ResumePoint()
-            checkpointer.restore()  # raises: "--resume: no checkpoint in ..."
-        logging.warning("--resume: %s holds no committed checkpoint (the run stopped before its "
-                        "first one was complete): starting from the beginning.", checkpoint_dir)
-        return ResumePoint()
-    check_resume_facts(committed, run_facts)
-    state = checkpointer.restore()
-    epoch = state["epoch"]
-    if epoch >= config.schedule.epochs:
-        if epoch > config.schedule.epochs or not trained_to_its_end(log_dir, epoch):
-            raise TrainError(f"the checkpoint is at epoch {epoch}, not before --epochs="
-                             f"{config.schedule.epochs}: raise --epochs to train further.")
-        return ResumePoint(epoch, state.get("log_step", state["step"]), finished=True)
-    partial = state.get("partial_epoch") or {}
-    steps_into_epoch = partial.get("steps", 0)
-    log_step = state.get("log_step", state["step"])
-    before = (state.get("global_batch", layout.global_batch),  # absent: run.json was lost
-              state.get("steps_per_epoch", layout.steps_per_epoch))
-    if before != (layout.global_batch, layout.steps_per_epoch):
-        if steps_into_epoch < state["steps_per_epoch"]:  # else: trained, not yet evaluated
-            steps_into_epoch = min(steps_into_epoch * state["global_batch"]
-                                   // layout.global_batch, layout.steps_per_epoch - 1)
-        else:
-            steps_into_epoch = layout.steps_per_epoch
-        logging.warning(
-            "Resuming a run of k·n = %d×%d with %d steps per epoch as k·n = %d×%d with %d: the "
-            "rate follows the linear rule for the new global batch and the step count restarts "
-            "at epoch %d, step %d of it.", state["workers"], state["per_worker_batch"],
-            state["steps_per_epoch"], layout.workers, layout.per_worker_batch,
-            layout.steps_per_epoch, epoch, steps_into_epoch)
-        optimizer.iterations.assign(epoch * layout.steps_per_epoch + steps_into_epoch)
-    step = int(keras.ops.convert_to_numpy(optimizer.iterations))
-    checkpointer.log_step_offset = log_step - step
-    return ResumePoint(epoch, log_step, steps_into_epoch,
-                       partial.get("means") if steps_into_epoch else None, log_step - step)
-
-
-def trained_to_its_end(log_dir: str, epoch: int) -> bool:
-    """Whether the run in `log_dir` was started for the `epoch` epochs its checkpoint holds
-    (its flags.json's --epochs): a killed 400-epoch run at epoch 2 was not."""
-    try:
-        with open(os.path.join(log_dir, "flags.json")) as f:
-            return json.load(f).get("epochs") == epoch
-    except (OSError, ValueError):
-        return False
-
-
 def check_writable(flag, directory):
     """Writes a probe file in `directory` (creating it for the check and removing again the
     folders it created: a refused run leaves no trace), so that a folder that cannot be
@@ -281,47 +158,87 @@ def run_experiment(config: ExperimentConfig, backend: Backend) -> Run:
     """
     import keras
 
-    from tf_largebatch import callbacks, schedules
     from tf_largebatch.data.layout import batch_layout
-    from tf_largebatch.experiment import checkpointing, preemption, run_log
-    from tf_largebatch.experiment.callbacks import EarlyCurveCheck
+    from tf_largebatch.experiment.preemption import SignalWatch
 
     backend.start(config)
-    out, system = config.output, config.system
-    n, epochs = config.schedule.per_worker_batch, config.schedule.epochs
+    keras.utils.set_random_seed(config.system.seed)
     image_size = builders.image_size(config.model)
-    checkpoint_dir, log_dir = out.checkpoint_folder, out.log_dir
-    keras.utils.set_random_seed(system.seed)
-
     training_set = backend.open_training_set(image_size)
-    layout = batch_layout(training_set.num_examples, n, backend.processes,
-                          system.simulate_workers, config.schedule.steps_per_epoch,
-                          training_set.name)
+    layout = batch_layout(training_set.num_examples, config.schedule.per_worker_batch,
+                          backend.processes, config.system.simulate_workers,
+                          config.schedule.steps_per_epoch, training_set.name)
     if backend.is_chief:
-        check_writable("--log_dir", log_dir)
-        check_writable("--checkpoint_dir", checkpoint_dir)
-        aside = run_folder.claim(log_dir, checkpoint_dir, out.resume, out.overwrite)
-        if aside:
-            logging.warning("--overwrite: the earlier run's logs and checkpoints were moved to "
-                            "%s.", aside)
-        names = list(training_set.class_names or ())
-        shown = f" ({', '.join(names[:5])}{', ...' if len(names) > 5 else ''})" if names else ""
-        logging.info("%s: %d classes%s, %d training images, %s validation images.",
-                     training_set.name, training_set.num_classes, shown,
-                     training_set.num_examples, training_set.eval_examples)
+        claim_run_folders(config.output, training_set)
+    schedule, model, optimizer = build_compiled_model(config, backend, training_set, layout,
+                                                      image_size)
+    run_facts = facts_of_run(config, training_set, layout, image_size)
+    checkpointer = open_checkpointer(config, backend, model)
+    position = resume_point(config, checkpointer, layout, optimizer, run_facts)
+    checkpointer.position = position  # its saves record the logs' step in run.json
+    if position.finished:  # trained all its epochs before: write what its final save lacks
+        return complete_finished_run(config, backend, model, layout, checkpointer)
+    validation, val_images = backend.validation(layout)
+    if backend.is_chief:
+        record_the_run(config, backend, layout, schedule, run_facts)
+    watch = SignalWatch()
+    cbs = build_callbacks(config, backend, layout, schedule, checkpointer, run_facts, position,
+                          val_images, watch)
+    with watch:
+        Training(config, backend, model, layout, cbs, validation).run_from(position)
+    if backend.is_chief:  # the run finished: its model, for load_model, serving and evaluate
+        from tf_largebatch.experiment import trained_model
+
+        trained_model.save_trained_model(model, config.output.log_dir,
+                                         trained_model.outputs(config.output.saved_model))
+    return Run(config.output.log_dir, config.output.checkpoint_folder, backend.rank,
+               backend.is_chief, model, layout)
+
+
+def claim_run_folders(out, training_set: TrainingSet):
+    """The chief's first step: checks that --log_dir and --checkpoint_dir can be written,
+    claims them for this run (`run_folder.claim`: --resume, --overwrite) and logs what the
+    training set holds."""
+    check_writable("--log_dir", out.log_dir)
+    check_writable("--checkpoint_dir", out.checkpoint_folder)
+    aside = run_folder.claim(out.log_dir, out.checkpoint_folder, out.resume, out.overwrite)
+    if aside:
+        logging.warning("--overwrite: the earlier run's logs and checkpoints were moved to "
+                        "%s.", aside)
+    names = list(training_set.class_names or ())
+    shown = f" ({', '.join(names[:5])}{', ...' if len(names) > 5 else ''})" if names else ""
+    logging.info("%s: %d classes%s, %d training images, %s validation images.",
+                 training_set.name, training_set.num_classes, shown,
+                 training_set.num_examples, training_set.eval_examples)
+
+
+def build_compiled_model(config: ExperimentConfig, backend: Backend, training_set, layout,
+                         image_size):
+    """(schedule, model, optimizer): the recipe's schedule and model, and the optimizer `fit`
+    uses (loss-scaled under mixed_float16, wrapped by the backend), compiled and built."""
+    import keras
+
+    system, n = config.system, config.schedule.per_worker_batch
     schedule = builders.build_schedule(config.schedule, n, layout.workers, layout.steps_per_epoch)
     model = builders.build_model(config.model, system.mixed_precision, training_set.num_classes,
                                  image_size, n if system.simulate_workers > 1 else None)
     optimizer = builders.build_optimizer(config.optimizer, schedule, layout.steps_per_epoch,
-                                         epochs)
+                                         config.schedule.epochs)
     if system.mixed_precision == "mixed_float16":
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
     optimizer = backend.wrap_optimizer(optimizer)
     model.compile(optimizer=optimizer, loss=builders.build_loss(config.optimizer.label_smoothing),
                   weighted_metrics=builders.build_metrics(), jit_compile=backend.jit_compile())
     optimizer.build(model.trainable_variables)
+    return schedule, model, optimizer
 
-    run_facts = dict(workers=layout.workers, processes=layout.processes, per_worker_batch=n,
+
+def facts_of_run(config: ExperimentConfig, training_set, layout, image_size) -> dict:
+    """The facts run.json keeps beside each checkpoint and flags.json records: the batch
+    layout, and what a resume must not change (`position.RESUME_MUST_MATCH`)."""
+    system = config.system
+    run_facts = dict(workers=layout.workers, processes=layout.processes,
+                     per_worker_batch=config.schedule.per_worker_batch,
                      global_batch=layout.global_batch, steps_per_epoch=layout.steps_per_epoch,
                      model=config.model.model, image_size=image_size,
                      optimizer=config.optimizer.optimizer,
@@ -333,110 +250,162 @@ def run_experiment(config: ExperimentConfig, backend: Backend) -> Run:
         run_facts["class_names"] = list(training_set.class_names)
     if training_set.fingerprint:
         run_facts["data_fingerprint"] = training_set.fingerprint
-    checkpointer = backend.checkpointer(checkpoint_dir, model)
-    checkpointer.log_dir = os.path.abspath(log_dir)  # run.json names its run (run_folder)
-    if backend.is_chief:  # it holds the folder's lock: no other save is in flight
+    return run_facts
+
+
+def open_checkpointer(config: ExperimentConfig, backend: Backend, model):
+    """The backend's checkpointer for the run's --checkpoint_dir, naming its run (run.json's
+    `log_dir`, see `run_folder`); the chief, which holds the folder's lock (no other save is
+    in flight), removes the temporaries of dead writers."""
+    checkpointer = backend.checkpointer(config.output.checkpoint_folder, model)
+    checkpointer.log_dir = os.path.abspath(config.output.log_dir)
+    if backend.is_chief:
         checkpointer.remove_temporaries()
-    start = resume_point(config, checkpointer, layout, optimizer, run_facts)
-    if start.finished:  # trained all its epochs before: write what its final save lacks
-        from tf_largebatch.experiment.trained_model import complete_final_save
+    return checkpointer
 
-        written = (complete_final_save(model, log_dir, checkpointer.state_path,
-                                       out.saved_model) if backend.is_chief else [])
-        return Run(log_dir, checkpoint_dir, backend.rank, backend.is_chief, model, layout,
-                   written)
-    initial_epoch = start.epoch
 
-    augment_off_epoch = schedules.augmentation_off_epoch(epochs, config.data.augment_off_epochs)
-    validation, val_images = backend.validation(layout)
-    resumed = (start.epoch, start.steps_into_epoch, start.means) if start.means else None
+def complete_finished_run(config: ExperimentConfig, backend: Backend, model, layout,
+                          checkpointer) -> Run:
+    """The resume of a run that had trained all its epochs: the chief writes from the last
+    checkpoint what its final save lacks (`trained_model.complete_final_save`)."""
+    from tf_largebatch.experiment.trained_model import complete_final_save
 
+    written = (complete_final_save(model, config.output.log_dir, checkpointer.state_path,
+                                   config.output.saved_model) if backend.is_chief else [])
+    return Run(config.output.log_dir, config.output.checkpoint_folder, backend.rank,
+               backend.is_chief, model, layout, written)
+
+
+def record_the_run(config: ExperimentConfig, backend: Backend, layout, schedule, run_facts):
+    """The chief's flags.json (the config's flag values, the run's facts, η̂, the trainer, the
+    source commit) and its log line of k, n, kn, η̂ and the steps per epoch."""
+    from tf_largebatch.experiment import run_log
+
+    log_dir, system = config.output.log_dir, config.system
+    os.makedirs(log_dir, exist_ok=True)
+    with open(os.path.join(log_dir, "flags.json"), "w") as f:
+        json.dump(dict(config.flag_values(), **run_facts, peak_lr=schedule.peak_lr,
+                       trainer=backend.name, **backend.facts(),
+                       commit=run_log.source_commit()), f, indent=1, default=str)
+    logging.info("k = %d workers (%d processes × %d simulated), n = %d, kn = %d, η̂ = %.4g, "
+                 "%d step%s/epoch; %s.", layout.workers, layout.processes,
+                 system.simulate_workers, config.schedule.per_worker_batch, layout.global_batch,
+                 schedule.peak_lr, layout.steps_per_epoch,
+                 "" if layout.steps_per_epoch == 1 else "s", backend.name)
+
+
+def build_callbacks(config: ExperimentConfig, backend: Backend, layout, schedule, checkpointer,
+                    run_facts, position: RunPosition, val_images, watch) -> list:
+    """The run's callbacks, in the order they run: the backend's first ones, the stops on a
+    non-finite loss, the resumed epoch's means (`position`), the metrics averaged over the
+    workers, the stop on divergence (after the averages: every worker sees the same losses;
+    before the checkpoint: a diverged epoch is never saved), the early curve check; on the
+    chief the logs, its own callbacks and the per-epoch checkpoint; last the mid-epoch
+    checkpoints and the preemption stop."""
+    from tf_largebatch import callbacks
+    from tf_largebatch.experiment import checkpointing, preemption, run_log
+    from tf_largebatch.experiment.callbacks import EarlyCurveCheck
+
+    out, chief = config.output, backend.is_chief
     cbs = [
         *backend.first_callbacks(),
-        callbacks.StopOnNonFiniteLoss(checkpoint_dir if backend.is_chief else None),
-        *([preemption.ResumedEpochMetrics(*resumed)] if resumed else []),
+        callbacks.StopOnNonFiniteLoss(out.checkpoint_folder if chief else None),
+        *([preemption.ResumedEpochMetrics(position)] if position.resumed_means else []),
         run_log.GlobalMetrics(layout.steps_per_epoch * layout.process_batch, val_images,
                               backend.average),
-        # After GlobalMetrics (every worker sees the same averaged losses), before the
-        # checkpoint: a diverged epoch is never saved.
-        callbacks.StopOnDivergence(config.optimizer.divergence_factor, first_epoch_loss(log_dir)
-                                   if initial_epoch else None,
-                                   checkpoint_dir if backend.is_chief else None),
+        callbacks.StopOnDivergence(config.optimizer.divergence_factor, first_epoch_loss(
+            out.log_dir) if position.epoch else None, out.checkpoint_folder if chief else None),
     ]
     if out.reference_run:  # after GlobalMetrics: every worker sees the same averaged error
         warmup = config.schedule.warmup
         warmup_epochs = 0.0 if warmup == "none" else config.schedule.warmup_epochs
         cbs.append(EarlyCurveCheck(out.reference_run, out.check_fraction,
                                    out.check_tolerance, warmup_epochs=warmup_epochs))
-    if backend.is_chief:
-        os.makedirs(log_dir, exist_ok=True)
-        with open(os.path.join(log_dir, "flags.json"), "w") as f:
-            json.dump(dict(config.flag_values(), **run_facts, peak_lr=schedule.peak_lr,
-                           trainer=backend.name, **backend.facts(),
-                           commit=run_log.source_commit()), f, indent=1, default=str)
+    if chief:
         cbs += [
-            run_log.RunLogger(log_dir, schedule, layout.global_batch, out.log_every_step,
-                              initial_epoch, start.log_step, start.log_step_offset),
-            *backend.chief_callbacks(log_dir),
+            run_log.RunLogger(out.log_dir, schedule, layout.global_batch, out.log_every_step,
+                              position),
+            *backend.chief_callbacks(out.log_dir),
             checkpointing.SaveCheckpoint(checkpointer, run_facts),
         ]
-        logging.info("k = %d workers (%d processes × %d simulated), n = %d, kn = %d, η̂ = %.4g, "
-                     "%d step%s/epoch; %s.", layout.workers, layout.processes,
-                     system.simulate_workers, n, layout.global_batch, schedule.peak_lr,
-                     layout.steps_per_epoch, "" if layout.steps_per_epoch == 1 else "s",
-                     backend.name)
-    watch = preemption.SignalWatch()
     cbs.append(preemption.MidEpochCheckpoints(
-        backend, out, watch, layout.steps_per_epoch,
-        checkpointer if backend.is_chief else None, run_facts, resumed))
+        backend, out, watch, layout.steps_per_epoch, checkpointer if chief else None,
+        run_facts, position))
+    return cbs
 
-    def fit(first_epoch, stop_epoch, start_step=0):
-        model.fit(
-            backend.train_data(layout, first_epoch, augment_off_epoch, start_step, stop_epoch),
+
+@dataclasses.dataclass
+class Training:
+    """The `fit`s of a run: its model, its data (from the backend, by the batch layout), its
+    callbacks and the validation arguments of `fit`."""
+
+    config: ExperimentConfig
+    backend: Backend
+    model: object  # keras.Model, compiled
+    layout: object  # data.layout.BatchLayout
+    callbacks: list
+    validation: dict
+
+    def run_from(self, position: RunPosition):
+        """Trains from `position` to the last epoch: first the end of the epoch it starts in
+        (the validation of an epoch trained whole, or the rest of a mid-epoch one), then the
+        remaining epochs in one `fit`, unless a callback stopped the training."""
+        epoch, epochs = position.epoch, self.config.schedule.epochs
+        if position.steps_into_epoch == self.layout.steps_per_epoch:
+            self.evaluate_trained_epoch(epoch, position.means)
+            epoch += 1
+        elif position.mid_epoch:
+            self.fit_rest_of_epoch(epoch, position.steps_into_epoch)
+            epoch += 1
+        if epoch < epochs and not self.model.stop_training:
+            self.fit(epoch, epochs)
+
+    def fit(self, first_epoch, stop_epoch, start_step=0):
+        """`fit` over epochs first_epoch .. stop_epoch - 1, the first from its step
+        `start_step`."""
+        from tf_largebatch import schedules
+
+        config, layout = self.config, self.layout
+        augment_off_epoch = schedules.augmentation_off_epoch(config.schedule.epochs,
+                                                             config.data.augment_off_epochs)
+        self.model.fit(
+            self.backend.train_data(layout, first_epoch, augment_off_epoch, start_step,
+                                    stop_epoch),
             epochs=stop_epoch,
             initial_epoch=first_epoch,
             steps_per_epoch=layout.steps_per_epoch - start_step,
-            **(validation if config.schedule.eval_every else {}),
+            **(self.validation if config.schedule.eval_every else {}),
             validation_freq=config.schedule.eval_every or 1,
-            callbacks=cbs,
+            callbacks=self.callbacks,
             shuffle=False,  # the data order is the data rule, fixed by (seed, epoch)
-            verbose=(1 if sys.stdout.isatty() else 2) if backend.is_chief else 0,
+            verbose=(1 if sys.stdout.isatty() else 2) if self.backend.is_chief else 0,
         )
 
-    def evaluate_trained_epoch(epoch):
+    def fit_rest_of_epoch(self, epoch, steps_into_epoch):
+        """The rest of the epoch a mid-epoch checkpoint stopped in, from its step
+        `steps_into_epoch`: Keras epochs have one length per `fit`, so this part is a `fit` of
+        its own."""
+        self.fit(epoch, epoch + 1, steps_into_epoch)
+
+    def evaluate_trained_epoch(self, epoch, means):
         """The end of an epoch whose training a checkpoint saved whole, but whose validation
         a signal cut short: its validation, then its log line and checkpoint, as `fit` would
-        have done (the training means are the saved ones)."""
-        callback_list = keras.callbacks.CallbackList(cbs, model=model)
+        have done (the training means are the saved ones, `means`)."""
+        import keras
+
+        callback_list = keras.callbacks.CallbackList(self.callbacks, model=self.model)
         callback_list.on_train_begin()
         callback_list.on_epoch_begin(epoch)
-        logs = dict(start.means or {})
-        eval_every = config.schedule.eval_every
+        logs = dict(means or {})
+        eval_every = self.config.schedule.eval_every
         if eval_every and (epoch + 1) % eval_every == 0:
-            val_logs = model.evaluate(validation["validation_data"],
-                                      steps=validation["validation_steps"], callbacks=cbs,
-                                      verbose=0, return_dict=True)
+            val_logs = self.model.evaluate(self.validation["validation_data"],
+                                           steps=self.validation["validation_steps"],
+                                           callbacks=self.callbacks, verbose=0,
+                                           return_dict=True)
             logs.update({"val_" + key: value for key, value in val_logs.items()})
         callback_list.on_epoch_end(epoch, logs)
         callback_list.on_train_end()
-
-    with watch:
-        if start.steps_into_epoch == layout.steps_per_epoch:
-            evaluate_trained_epoch(initial_epoch)
-            initial_epoch += 1
-        elif start.steps_into_epoch:
-            # The rest of the epoch a mid-epoch checkpoint stopped in: Keras epochs have one
-            # length per `fit`, so this part is a `fit` of its own.
-            fit(initial_epoch, initial_epoch + 1, start.steps_into_epoch)
-            initial_epoch += 1
-        if initial_epoch < epochs and not model.stop_training:
-            fit(initial_epoch, epochs)
-    if backend.is_chief:  # the run finished: its model, for load_model, serving and evaluate
-        from tf_largebatch.experiment import trained_model
-
-        trained_model.save_trained_model(model, log_dir, (
-            trained_model.MODEL_FILE, trained_model.EXPORT_DIR)[:2 if out.saved_model else 1])
-    return Run(log_dir, checkpoint_dir, backend.rank, backend.is_chief, model, layout)
 
 
 def io_problem(err: OSError) -> str:

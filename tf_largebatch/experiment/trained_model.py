@@ -88,6 +88,12 @@ def export_for_inference(model, path: str) -> bool:
     return True
 
 
+def outputs(export: bool = True) -> tuple[str, ...]:
+    """The final outputs of a run: model.keras, and saved_model/ unless `export` is off
+    (--nosaved_model)."""
+    return (MODEL_FILE, EXPORT_DIR) if export else (MODEL_FILE,)
+
+
 def save_trained_model(model, log_dir: str, parts=(MODEL_FILE, EXPORT_DIR)) -> list[str]:
     """Writes `<log_dir>/model.keras` and, where the backend allows, `<log_dir>/saved_model/`
     (chief worker only, after the last epoch), or only those named in `parts` (model.keras
@@ -109,7 +115,7 @@ def complete_final_save(model, log_dir: str, commit: str, export: bool = True) -
     written (none: the outputs were complete). `export=False` (--nosaved_model): model.keras
     only."""
     since = os.stat(commit).st_mtime_ns
-    stale = [name for name in ((MODEL_FILE, EXPORT_DIR) if export else (MODEL_FILE,))
+    stale = [name for name in outputs(export)
              if not os.path.exists(os.path.join(log_dir, name))
              or os.stat(os.path.join(log_dir, name)).st_mtime_ns < since]
     written = save_trained_model(model, log_dir, stale) if stale else []
