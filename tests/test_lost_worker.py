@@ -31,15 +31,14 @@ def test_a_killed_worker_ends_the_job_with_one_line_and_resume_auto_finishes_it(
     errors = [line for line in killed.stderr.splitlines() if "error:" in line]
     # A race we do not control: Gloo's notice of the closed connection against horovodrun's
     # SIGTERM, then SIGKILL 5 s later. When rank 0 reaches its end first it says one line and
-    # exits 1; when horovodrun kills it first (seen in 1 of 4 suite runs here) it says nothing.
+    # exits 1; when horovodrun ends it first it may say the line or nothing (both seen here).
+    assert len(errors) <= 1, killed.stderr[-4000:]
     if "Process 0 exit with status code 1." in killed.stdout:
         assert len(errors) == 1, killed.stderr[-4000:]
-        line = errors[0]
+    for line in errors:
         assert line.startswith("[0]<stderr>:error: another worker of this job (rank 1) stopped"), (
             line)
         assert f"{run_dir}/checkpoints/ckpt-1 (epoch 1)" in line and "--resume=auto" in line, line
-    else:
-        assert errors == [], killed.stderr[-4000:]
 
     monkeypatch.delenv("TF_LARGEBATCH_KILL_AT")
     horovodrun([*TINY, f"--log_dir={run_dir}", "--resume=auto"])
