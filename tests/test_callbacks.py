@@ -208,3 +208,14 @@ def test_the_old_name_learning_rate_scheduler_warns_and_sets_the_same_rates():
     history = model.fit(x, y, batch_size=4, epochs=2, verbose=0, callbacks=[old, record])
     assert record.seen == pytest.approx(expected)
     assert history.history["learning_rate"] == pytest.approx([expected[3], expected[7]])
+
+
+def test_divergence_callback_on_hand_made_logs():
+    guard = callbacks.StopOnDivergence(factor=10)
+    guard.on_epoch_end(0, {"loss": 2.3, "val_loss": 2.2})  # sets the reference
+    guard.on_epoch_end(1, {"loss": 22.9, "val_loss": 3.0})  # 9.96× : still fine
+    with pytest.raises(callbacks.DivergenceError, match="more than 10× the first epoch's 2.3"):
+        guard.on_epoch_end(2, {"loss": 23.1})
+    with pytest.raises(callbacks.DivergenceError, match="validation loss is nan"):
+        callbacks.StopOnDivergence().on_epoch_end(0, {"loss": 2.0, "val_loss": float("nan")})
+    callbacks.StopOnDivergence(factor=0, reference_loss=1.0).on_epoch_end(0, {"loss": 1e9})

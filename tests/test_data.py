@@ -8,6 +8,7 @@ r its r-th contiguous part). Examples are identified by a test source whose labe
 index (and whose image is the constant colour index), or by their position in P_e.
 """
 
+import colorsys
 import re
 import tarfile
 from pathlib import Path
@@ -723,3 +724,24 @@ def test_batch_layout_is_the_papers_arithmetic():
     assert "steps_per_epoch = 10 of the 24 full global batches" in short.describe()
     with pytest.raises(data.DataError, match="--steps_per_epoch=25 exceeds the 24 global"):
         data.batch_layout(50_000, 32, processes=2, simulate_workers=32, steps_per_epoch=25)
+
+
+def test_shapes_images_carry_their_class_in_the_hue_of_the_disc():
+    source = sources.get_source("shapes", None, "train", image_size=32, synthetic_examples=60)
+    assert (source.num_examples, source.num_classes) == (60, 10)
+    for index in range(60):
+        image, label = source.read(tf.constant(index, tf.int64))
+        image = image.numpy().astype(np.float64) / 255
+        assert image.shape == (32, 32, 3) and int(label) == index % 10
+        # The disc: pixels far from grey (grey background + noise of σ 0.1 has a channel
+        # spread near 0.17; the disc's is 0.8 × 0.9 = 0.72). Its hue names the class.
+        spread = image.max(axis=-1) - image.min(axis=-1)
+        disc = image[spread > 0.4]
+        assert len(disc) >= 30  # radius ≥ 0.15 × 32 = 4.8 pixels: ≥ 70 pixels
+        hue = colorsys.rgb_to_hsv(*np.median(disc, axis=0))[0]
+        assert round(hue * 10) % 10 == index % 10, (index, hue)
+    again, _ = source.read(tf.constant(7, tf.int64))
+    eval_image, _ = sources.get_source("shapes", None, "eval", image_size=32).read(
+        tf.constant(7, tf.int64))
+    np.testing.assert_array_equal(again, source.read(tf.constant(7, tf.int64))[0])
+    assert not np.array_equal(again, eval_image)

@@ -85,3 +85,40 @@ def test_run_logger_records_the_speed_after_the_first_step(tmp_path):
     assert record["images_per_sec"] < 40 / 0.5  # the whole epoch, the 0.5 s included
     # The 9 steps after the first take far less than 0.5 s on any machine: 36 images.
     assert record["steady_images_per_sec"] > 36 / 0.5
+
+
+def test_summary_reads_the_run_folder(tmp_path):
+    flags = {"workers": 8, "processes": 2, "per_worker_batch": 32, "global_batch": 256,
+             "peak_lr": 0.1, "warmup": "gradual", "warmup_epochs": 5}
+    (tmp_path / "flags.json").write_text(json.dumps(flags))
+    records = [{"epoch": 1, "train_top1_error": 0.9, "val_top1_error": 0.8,
+                "images_per_sec": 50.0},
+               {"epoch": 2, "train_top1_error": 0.5, "val_top1_error": 0.45,
+                "images_per_sec": 100.0},
+               {"epoch": 3, "train_top1_error": 0.25, "val_top1_error": 0.304,
+                "images_per_sec": 300.0}]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    lines = run_log.summary(str(tmp_path)).splitlines()
+    assert lines[0] == ("Trained epochs 1–3: k = 8 workers (2 processes), n = 32, kn = 256, "
+                        "η̂ = 0.1, gradual warmup over 5 epochs.")
+    assert lines[1].split() == ["training", "error", "90.0%", "(epoch", "1)", "→", "25.0%",
+                                "(epoch", "3)"]
+    assert lines[2].split() == ["validation", "error", "80.0%", "(epoch", "1)", "→", "30.4%",
+                                "(epoch", "3)"]
+    # The first epoch (compilation) is left out of the speed: (100 + 300) / 2.
+    assert lines[3].split() == ["speed", "200", "images/s"]
+    assert lines[4] == (f"Curves: python -m tf_largebatch.curves {tmp_path} "
+                        f"--out={tmp_path}/curves.png")
+
+
+@pytest.mark.parametrize("warmup, epochs, text", [("none", 5, "no warmup"),
+                                                   ("constant", 1, "constant warmup over 1 epoch")])
+def test_summary_names_the_warmup(tmp_path, warmup, epochs, text):
+    flags = {"workers": 1, "processes": 1, "per_worker_batch": 32, "global_batch": 32,
+             "peak_lr": 0.0125, "warmup": warmup, "warmup_epochs": epochs}
+    (tmp_path / "flags.json").write_text(json.dumps(flags))
+    (tmp_path / "metrics.jsonl").write_text(json.dumps(
+        {"epoch": 1, "train_top1_error": 0.5, "val_top1_error": None, "images_per_sec": 9.0}))
+    lines = run_log.summary(str(tmp_path)).splitlines()
+    assert lines[0].endswith(f"η̂ = 0.0125, {text}.")
+    assert not any("validation" in line for line in lines)  # no evaluation: no line for it
