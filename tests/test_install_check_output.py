@@ -1,7 +1,8 @@
-"""The install check reads `horovodrun --check-build`: a horovod without TensorFlow or Gloo is
-reported, with the fix (hand-written outputs, in-process)."""
+"""The install check names a horovod built without TensorFlow or Gloo, with the fix
+(in-process, the build's answers given by hand)."""
 
-import subprocess
+import sys
+import types
 
 import pytest
 
@@ -9,31 +10,25 @@ from tf_largebatch import install_check
 
 pytestmark = pytest.mark.unit
 
-GOOD = """Horovod v0.28.1:
-
-Available Frameworks:
-    [X] TensorFlow
-    [ ] PyTorch
-    [ ] MXNet
-
-Available Controllers:
-    [ ] MPI
-    [X] Gloo
-"""
-
 
 def test_horovod_built_without_tensorflow_or_gloo_is_named():
-    assert install_check.check_build_output(GOOD) == []
-    no_tf = GOOD.replace("[X] TensorFlow", "[ ] TensorFlow")
-    assert install_check.check_build_output(no_tf) == [
-        "horovod was built without TensorFlow (horovodrun --check-build has no [X] TensorFlow)."]
-    no_gloo = GOOD.replace("[X] Gloo", "[ ] Gloo")
-    assert "without Gloo" in install_check.check_build_output(no_gloo)[0]
+    assert install_check.build_problems(None, True) == []
+    missing = ImportError("Extension horovod.tensorflow has not been built")
+    assert install_check.build_problems(missing, False) == [
+        "horovod was built without TensorFlow (Extension horovod.tensorflow has not been "
+        "built)."]
+    assert install_check.build_problems(None, False) == [
+        "horovod was built without Gloo (horovod.tensorflow.gloo_built() is False)."]
 
 
-def test_main_fails_with_the_fix_when_the_build_lacks_tensorflow(monkeypatch, capsys):
-    fake = subprocess.CompletedProcess([], 0, GOOD.replace("[X] TensorFlow", "[ ] TensorFlow"), "")
-    monkeypatch.setattr(install_check.subprocess, "run", lambda *a, **k: fake)
+@pytest.mark.parametrize("lacks", ["Gloo", "TensorFlow"])
+def test_main_fails_with_the_fix_when_the_build_lacks_tensorflow_or_gloo(monkeypatch, capsys,
+                                                                         lacks):
+    # A horovod whose TensorFlow extension imports but lacks Gloo, or one whose extension
+    # does not import at all (the module None in sys.modules: `import` raises ImportError).
+    fake = types.SimpleNamespace(gloo_built=lambda: False) if lacks == "Gloo" else None
+    monkeypatch.setitem(sys.modules, "horovod.tensorflow", fake)
     assert install_check.main() == 1
     err = capsys.readouterr().err
-    assert "built without TensorFlow" in err and "launchers/install.sh" in err
+    assert f"built without {lacks}" in err
+    assert "launchers/install.sh" in err
