@@ -34,10 +34,13 @@ lint: setup
 
 # launchers/install_test_tools.sh: SLURM, munge and strace for the tests (apt-get as root;
 # otherwise it names the command to run). Does nothing when they are installed.
+# TEST_WORKERS: pytest-xdist processes, a test module at a time each (tests/conftest.py).
+TEST_WORKERS ?= 2
+
 test: lint
 	@launchers/install_test_tools.sh
-	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest -q
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 # The fast tier alone: the tests marked `unit` (in-process; no horovodrun, no trainer run).
 test-unit: lint
-	$(BIN)/python -m pytest -q -m unit
+	$(BIN)/python -m pytest -q -m unit -n $(TEST_WORKERS) --dist loadfile

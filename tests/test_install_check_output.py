@@ -4,6 +4,7 @@
 import sys
 import types
 
+import horovod
 import pytest
 
 from tf_largebatch import install_check
@@ -28,6 +29,8 @@ def test_main_fails_with_the_fix_when_the_build_lacks_tensorflow_or_gloo(monkeyp
     # does not import at all (the module None in sys.modules: `import` raises ImportError).
     fake = types.SimpleNamespace(gloo_built=lambda: False) if lacks == "Gloo" else None
     monkeypatch.setitem(sys.modules, "horovod.tensorflow", fake)
+    # `import horovod.tensorflow as hvd` reads the attribute, once another test imported it.
+    monkeypatch.setattr(horovod, "tensorflow", fake, raising=False)
     assert install_check.main() == 1
     err = capsys.readouterr().err
     assert f"built without {lacks}" in err

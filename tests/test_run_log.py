@@ -2,7 +2,7 @@
 that RunLogger records without the first step's compilation."""
 
 import json
-import time
+import types
 
 import keras
 import numpy as np
@@ -61,30 +61,39 @@ def test_logs_from_before_the_steady_speed_count_the_epochs_after_the_first(tmp_
     assert speed_lines(summary_of(tmp_path, old[:1])) == []
 
 
-class SlowFirstStep(keras.callbacks.Callback):
-    """Makes the first step of each epoch take 0.5 s longer, as compilation does."""
+class Clock(keras.callbacks.Callback):
+    """The time RunLogger reads (`run_log.time.time`, patched), moved on by each step: 0.01 s,
+    and 0.5 s more for the first step of each epoch, as its compilation takes."""
+
+    def __init__(self):
+        super().__init__()
+        self.now = 1000.0
+
+    def time(self):
+        return self.now
 
     def on_epoch_begin(self, epoch, logs=None):
         self.first = True
 
     def on_train_batch_end(self, batch, logs=None):
-        if self.first:
-            time.sleep(0.5)
-            self.first = False
+        self.now += 0.51 if self.first else 0.01
+        self.first = False
 
 
-def test_run_logger_records_the_speed_after_the_first_step(tmp_path):
+def test_run_logger_records_the_speed_after_the_first_step(tmp_path, monkeypatch):
+    clock = Clock()
+    monkeypatch.setattr(run_log, "time", types.SimpleNamespace(time=clock.time))
     keras.utils.set_random_seed(0)
     model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
     model.compile(keras.optimizers.SGD(0.01), "mse")
     x, y = np.ones((40, 3), "float32"), np.zeros((40, 1), "float32")
     logger = run_log.RunLogger(str(tmp_path), lambda step: 0.01, images_per_step=4)
     model.fit(x, y, batch_size=4, epochs=1, verbose=0, shuffle=False,
-              callbacks=[SlowFirstStep(), logger])  # 10 steps of 4 images
+              callbacks=[clock, logger])  # 10 steps of 4 images; the clock moves first
     (record,) = run_log.read_jsonl(str(tmp_path / "metrics.jsonl"))
-    assert record["images_per_sec"] < 40 / 0.5  # the whole epoch, the 0.5 s included
-    # The 9 steps after the first take far less than 0.5 s on any machine: 36 images.
-    assert record["steady_images_per_sec"] > 36 / 0.5
+    # The whole epoch: 40 images in 0.51 + 9 × 0.01 = 0.6 s; after the first step: 36 in 0.09.
+    assert record["images_per_sec"] == pytest.approx(40 / 0.6)
+    assert record["steady_images_per_sec"] == pytest.approx(36 / 0.09)
 
 
 def test_summary_reads_the_run_folder(tmp_path):
