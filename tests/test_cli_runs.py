@@ -1,6 +1,6 @@
 """The trainer's command line as a user meets it, in subprocesses: `--help`, a config that
 includes its base run from another directory, a URL for the run's folder, the Horovod
-settings a launcher sets, and `make demo` without framework noise."""
+settings a launcher sets (`make demo` without framework noise: test_demo.py)."""
 
 import json
 import os
@@ -103,30 +103,6 @@ def test_nosaved_model_writes_model_keras_only(tmp_path):
     assert (tmp_path / "model.keras").is_file()
     assert not (tmp_path / "saved_model").exists()
     assert json.loads((tmp_path / "flags.json").read_text())["saved_model"] is False
-
-
-NOISE = ("oneDNN custom operations", "cpu_feature_guard", "This TensorFlow binary is optimized",
-         "Sharding callback duration")
-
-
-def test_make_demo_shows_the_recipe_the_epochs_and_the_summary_without_framework_noise(
-        tmp_path):
-    # `make demo` as a user runs it (no TF_CPP_MIN_LOG_LEVEL of ours), two short epochs; -o
-    # setup: the environment is in place.
-    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
-    env["PYTHONPATH"] = str(ROOT)
-    venv = Path(sys.executable).parent.parent
-    result = subprocess.run(
-        ["make", "-o", "setup", "demo", f"VENV={venv}", f"RUN_DIR={tmp_path}/demo",
-         "DEMO_FLAGS=--epochs=2 --steps_per_epoch=4 --eval_steps=2"],
-        capture_output=True, text=True, cwd=ROOT, env=env)
-    out = result.stdout + result.stderr
-    assert result.returncode == 0, out[-4000:]
-    assert [line for line in out.splitlines() if any(n in line for n in NOISE)] == []
-    assert "k = 2 workers (2 processes × 1 simulated), n = 32, kn = 64, η̂ = 0.05" in out
-    assert "Epoch 1/2" in out and "Epoch 2/2" in out
-    assert "Trained epochs 1–2: k = 2 workers (2 processes), n = 32, kn = 64, η̂ = 0.05" in out
-    assert "validation error" in out and f"Curves drawn into {tmp_path}/demo/curves.png" in out
 
 
 def test_a_run_of_one_epoch_of_one_step_says_so_and_reports_no_compile_time_speed(tmp_path):
