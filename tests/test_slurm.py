@@ -36,7 +36,7 @@ CLIENTS = ("sbatch", "scontrol", "squeue", "scancel", "sinfo")
 # epoch by about 1e-6 (relative) in the validation loss (measured here, in one process too:
 # CPU kernels are not bit-reproducible run to run), after two by about 1e-7.
 FLAGS = ["--flagfile=configs/demo.cfg", "--epochs=2", "--steps_per_epoch=8",
-         "--image_size=96", "--num_classes=10"]
+         "--image_size=96", "--num_classes=10", "--nosaved_model"]
 STEPS = 8
 ENDED = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY",
          "BOOT_FAIL", "DEADLINE", "PREEMPTED")
