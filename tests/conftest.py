@@ -83,5 +83,5 @@ def two_epochs(tmp_path_factory):
     """A finished run of 2 epochs (ckpt-1, ckpt-2), trained once for the module;
     `copy_of_two_epochs` gives each test its own copy to resume or damage."""
     run_dir = tmp_path_factory.mktemp("two_epochs")
-    tiny_run.train(run_dir, "--epochs=2")
+    tiny_run.train(run_dir, "--epochs=2", saved_model=True)  # test_saves.py reads its export
     return run_dir

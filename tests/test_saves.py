@@ -22,7 +22,8 @@ def killed_in_its_final_save(tmp_path_factory):
     """The 3-epoch run killed as its final save began: every epoch trained and checkpointed,
     model.keras written under its temporary name, not renamed; no saved_model/."""
     run_dir = tmp_path_factory.mktemp("killed_in_its_final_save")
-    killed = train(run_dir, "--epochs=3", kill_at="model-written", check=False)
+    killed = train(run_dir, "--epochs=3", kill_at="model-written", check=False,
+                   saved_model=True)
     assert killed.returncode == -9, killed.stderr[-2000:]
     return run_dir
 

@@ -18,12 +18,14 @@ TINY = ["--model=cifar_resnet8", "--dataset=synthetic", "--synthetic_examples=64
         "--warmup=gradual", "--warmup_epochs=1", "--milestones=2", "--simulate_workers=2"]
 
 
-def train(run_dir, *args, kill_at=None, check=True):
+def train(run_dir, *args, kill_at=None, check=True, saved_model=False):
+    """The TINY run with its weights dumped; no SavedModel export unless `saved_model`."""
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=str(ROOT))
     env.pop("TF_LARGEBATCH_KILL_AT", None)
     if kill_at:
         env["TF_LARGEBATCH_KILL_AT"] = kill_at
-    result = subprocess.run([sys.executable, str(DUMP), *TINY, f"--log_dir={run_dir}",
+    export = [] if saved_model else ["--nosaved_model"]
+    result = subprocess.run([sys.executable, str(DUMP), *TINY, *export, f"--log_dir={run_dir}",
                              f"--dump={run_dir}", *map(str, args)], capture_output=True,
                             text=True, cwd=ROOT, env=env, timeout=600)
     if check and result.returncode != 0:
