@@ -1,6 +1,7 @@
 """The hostname check on a host whose name really resolves to 127.0.1.1: a UTS namespace with
 its own host name and a private mount namespace whose /etc/hosts is Debian's stock mapping,
-the trainer started there with the variables horovodrun gives a worker of a 2-host job."""
+the trainer (and evaluate) started there with the variables horovodrun gives a worker of a
+2-host job."""
 
 import os
 import shutil
@@ -41,6 +42,16 @@ def test_debian_stock_hosts_file_gets_one_error_line_before_any_training(tmp_pat
     assert "'127.0.0.1 node1'" in last  # the address of HOROVOD_GLOO_IFACE (here lo)
     assert "Traceback" not in result.stderr
     assert not run_dir.exists()  # stopped before anything was written
+
+
+def test_evaluate_on_that_host_gets_the_same_one_error_line(tmp_path):
+    # The check runs before the model is read: the file need not exist.
+    result = on_host("127.0.1.1 node1", [sys.executable, "-m", "tf_largebatch.evaluate",
+                                         f"--model={tmp_path}/run/model.keras"], tmp_path)
+    assert result.returncode == 1, result.stderr[-3000:]
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: this host's name 'node1' resolves to 127.0.1.1"), last
+    assert "Traceback" not in result.stderr
 
 
 def test_a_host_name_mapped_to_the_hosts_address_passes_the_check(tmp_path):

@@ -321,7 +321,12 @@ def main(argv):
     from tf_largebatch.data.errors import DataError
 
     logging.set_verbosity(logging.WARNING)  # the results are printed; warnings still show
-    chief = distributed.init().is_chief
+    try:
+        chief = distributed.init().is_chief
+    except distributed.HostNameError as err:  # said once per host, by its first process
+        if os.environ.get("HOROVOD_LOCAL_RANK", "0") == "0":
+            print(f"error: {err}", file=sys.stderr)
+        return 1
     try:
         results = evaluate(FLAGS.model, FLAGS.dataset, FLAGS.data_dir, FLAGS.per_worker_batch,
                            FLAGS.preprocessing, FLAGS.download)
