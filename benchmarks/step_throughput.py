@@ -17,7 +17,10 @@ from the end of its first step to the end of its last, so the fit call's own set
 first step after the switch are left out, the same for both sides; rate = W·batch / time.
 With r_i = rate_A,i / rate_B,i, the ratio is the geometric mean exp(mean(log r_i)) and its
 95% interval exp(mean ± t(0.975, n−1)·sd(log r)/√n) (Student t on the n pairs' log ratios).
-Level jumps slower than a pair cancel in r_i; `windows` keeps every window's rate.
+Level jumps slower than a pair cancel in r_i; `windows` keeps every window's rate and step
+times. Other processes' bursts lengthen single steps, so the same is also computed from
+each window's median step time (r_i = median step B / median step A): the typical step's
+ratio, which such bursts move far less; on a quiet machine both agree.
 `--sides=plain,plain` (or package,package) is the A/A check: two separate models of one
 side, same procedure; its interval must hold 1.0. Horovod is initialised once for the
 process, so its idle background thread runs during both sides' windows.
@@ -40,8 +43,8 @@ import time
 
 CASES = {
     # name: (model, batch, image size, steps per window W, pairs)
-    "resnet50_b32": ("resnet50", 32, 224, 2, 30),
-    "cifar_resnet20_b128": ("cifar_resnet20", 128, 32, 4, 60),
+    "resnet50_b32": ("resnet50", 32, 224, 3, 20),
+    "cifar_resnet20_b128": ("cifar_resnet20", 128, 32, 8, 40),
 }
 
 
@@ -85,22 +88,23 @@ def build(side, model_name, batch, size, xla):
     return model, callbacks, data
 
 
-def window(built, steps, batch):
-    """Fits steps + 1 steps; images/s from the end of the first step to the end of the last."""
+def window(built, steps):
+    """Fits steps + 1 steps; the times from the end of each step to the end of the next."""
     import keras
 
     class Timer(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            self.ends = []
+
         def on_train_batch_end(self, batch_index, logs=None):
-            if batch_index == 0:
-                self.start = time.perf_counter()
-            self.end = time.perf_counter()
+            self.ends.append(time.perf_counter())
 
     model, callbacks, data = built
     timer = Timer()  # last, so that the side's own callbacks are inside the timed steps
     gc.collect()
     model.fit(data, steps_per_epoch=steps + 1, epochs=1, verbose=0,
               callbacks=callbacks + [timer])
-    return steps * batch / (timer.end - timer.start)
+    return [b - a for a, b in zip(timer.ends[:-1], timer.ends[1:], strict=True)]
 
 
 def setup(precision):
@@ -120,24 +124,24 @@ def interleaved(sides, model_name, batch, size, steps, pairs, xla, precision):
     built = [build(side, model_name, batch, size, xla) for side in sides]
     for _ in range(2):  # tracing, then warm caches; not timed
         for b in built:
-            window(b, steps, batch)
+            window(b, steps)
     start, windows = time.perf_counter(), []
     for i in range(pairs):
         order = (0, 1) if i % 2 == 0 else (1, 0)  # A leads the even pairs, B the odd ones
-        rates = [0.0, 0.0]
+        times = [[], []]
         for j in order:
-            rates[j] = window(built[j], steps, batch)
+            times[j] = window(built[j], steps)
         windows.append({"t": round(time.perf_counter() - start, 2), "first": sides[order[0]],
-                        "a": rates[0], "b": rates[1]})
+                        "a": steps * batch / sum(times[0]), "b": steps * batch / sum(times[1]),
+                        "a_steps": times[0], "b_steps": times[1]})
     return {"windows": windows}
 
 
 def alone(side, model_name, batch, size, steps, xla, precision):
     """Runs in the subprocess: one side alone, for its peak RSS."""
     setup(precision)
-    built = build(side, model_name, batch, size, xla)
-    rate = window(built, steps, batch)
-    return {"images_per_sec": rate,
+    times = window(build(side, model_name, batch, size, xla), steps)
+    return {"images_per_sec": steps * batch / sum(times),
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
@@ -158,17 +162,25 @@ def t975(df):
     return sum(term / df**k for k, term in enumerate(terms))
 
 
-def summarise(windows):
-    """Geometric mean of the pair ratios, its 95% t-interval, and the spreads."""
-    logs = [math.log(w["a"] / w["b"]) for w in windows]
+def interval(logs):
+    """exp of the mean of `logs` and of its 95% t-interval; sd; lag-1 autocorrelation."""
     n, mean, sd = len(logs), statistics.fmean(logs), statistics.stdev(logs)
     half = t975(n - 1) * sd / math.sqrt(n)
     centred = [x - mean for x in logs]
     lag1 = (sum(p * q for p, q in zip(centred[:-1], centred[1:], strict=True))
             / sum(x * x for x in centred))
+    return math.exp(mean), [math.exp(mean - half), math.exp(mean + half)], sd, lag1
+
+
+def summarise(windows):
+    """Both estimators' ratios with their 95% intervals, and the spreads."""
+    ratio, ci95, sd, lag1 = interval([math.log(w["a"] / w["b"]) for w in windows])
+    median = interval([math.log(statistics.median(w["b_steps"]) / statistics.median(w["a_steps"]))
+                       for w in windows])
     rates_b = [w["b"] for w in windows]
-    return {"ratio": math.exp(mean), "ci95": [math.exp(mean - half), math.exp(mean + half)],
-            "pairs": n, "sd_log_ratio": sd, "lag1_autocorrelation": lag1,
+    return {"ratio": ratio, "ci95": ci95, "pairs": len(windows), "sd_log_ratio": sd,
+            "lag1_autocorrelation": lag1, "median_step_ratio": median[0],
+            "median_step_ci95": median[1], "median_step_sd_log_ratio": median[2],
             "a_images_per_sec": statistics.median(w["a"] for w in windows),
             "b_images_per_sec": statistics.median(rates_b),
             "b_range": [min(rates_b), max(rates_b)]}
@@ -208,7 +220,9 @@ def main():
                    **summarise(run["windows"]),
                    "seconds": round(time.perf_counter() - began)}
             line = (f"{case:20s} {variant:15s} {sides[0]}/{sides[1]} {row['ratio']:.4f} "
-                    f"[{row['ci95'][0]:.4f}, {row['ci95'][1]:.4f}] ({pairs} pairs of {steps} "
+                    f"[{row['ci95'][0]:.4f}, {row['ci95'][1]:.4f}], median step "
+                    f"{row['median_step_ratio']:.4f} [{row['median_step_ci95'][0]:.4f}, "
+                    f"{row['median_step_ci95'][1]:.4f}] ({pairs} pairs of {steps} "
                     f"steps; {sides[1]} {row['b_range'][0]:.1f}–{row['b_range'][1]:.1f} img/s, "
                     f"sd log ratio {row['sd_log_ratio']:.4f}, {row['seconds']} s)")
             if sides == ["package", "plain"] and args.memory_rounds:
