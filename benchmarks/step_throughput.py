@@ -9,24 +9,24 @@ The two sides, on a fixed synthetic batch:
 - plain Keras: `keras.applications.ResNet50(weights=None)` / the same CIFAR ResNet-20
   with `keras.optimizers.SGD(momentum=0.9)`, accuracy metric, no callbacks.
 
-Throughput. This VM's speed jumps between levels, from one process to the next and within
-a process, so both sides are built and compiled in one process (one per case and variant)
-and timed in short alternating windows: in pair i, `model.fit(steps_per_epoch=W + 1)` of
-side A then of side B (B first in every other pair). Each window is timed by a callback
-from the end of its first step to the end of its last, so the fit call's own setup and the
-first step after the switch are left out, the same for both sides; rate = W·batch / time.
-With r_i = rate_A,i / rate_B,i, the ratio is the geometric mean exp(mean(log r_i)) and its
-95% interval exp(mean ± t(0.975, n−1)·sd(log r)/√n) (Student t on the n pairs' log ratios).
-Level jumps slower than a pair cancel in r_i; `windows` keeps every window's rate and step
-times. Other processes' bursts lengthen single steps, so the same is also computed from
-each window's median step time (r_i = median step B / median step A): the typical step's
-ratio, which such bursts move far less; on a quiet machine both agree.
-`--sides=plain,plain` (or package,package) is the A/A check: two separate models of one
-side, same procedure; its interval must hold 1.0. Horovod is initialised once for the
-process, so its idle background thread runs during both sides' windows.
+Throughput. This VM's speed jumps between levels, from one process to the next and, every
+few seconds, within one, so both sides are built and compiled in one process (one per case
+and variant) and their steps alternate: each side runs its own `model.fit` in a thread of
+its own, and a baton passed in a callback (the last of the side's callbacks) lets one step
+run at a time, in the order A B, B A, A B, ... (n pairs, each side leading every other
+pair, after 3 untimed steps each). A step's time runs from its side taking the baton to the
+end of that step's callbacks, so it holds the whole fit loop's step (data, train step,
+callbacks) and not the other side's; Python's garbage collector is paused meanwhile.
+With r_i = time_B,i / time_A,i (A's images/s over B's in pair i), the ratio is the geometric
+mean exp(mean(log r_i)) and its 95% interval exp(mean ± t(0.975, n−1)·sd(log r)/√n)
+(Student t on the n pairs' log ratios). A level jump moves both steps of a pair alike and
+cancels in r_i; `step_seconds` keeps every pair. `--sides=plain,plain` (or package,package)
+is the A/A check: two separate models of one side, same procedure; its interval must hold
+1.0. Horovod is initialised once for the process, so its idle background thread runs
+during both sides' steps.
 
-Memory needs a process of its own: each side is also fitted alone in a fresh subprocess
-(`--memory_rounds` times) for its peak RSS; memory does not drift, its rate is not used.
+Memory needs a process of its own: each side is also fitted alone (5 steps) in a fresh
+subprocess (`--memory_rounds` times) for its peak RSS; memory does not drift.
 """
 
 import argparse
@@ -39,13 +39,15 @@ import resource
 import statistics
 import subprocess
 import sys
+import threading
 import time
 
 CASES = {
-    # name: (model, batch, image size, steps per window W, pairs)
-    "resnet50_b32": ("resnet50", 32, 224, 3, 20),
-    "cifar_resnet20_b128": ("cifar_resnet20", 128, 32, 8, 40),
+    # name: (model, batch, image size, step pairs)
+    "resnet50_b32": ("resnet50", 32, 224, 50),
+    "cifar_resnet20_b128": ("cifar_resnet20", 128, 32, 300),
 }
+WARMUP = 3  # untimed steps per side before the pairs (the first holds the fit call's setup)
 
 
 def build(side, model_name, batch, size, xla):
@@ -88,25 +90,6 @@ def build(side, model_name, batch, size, xla):
     return model, callbacks, data
 
 
-def window(built, steps):
-    """Fits steps + 1 steps; the times from the end of each step to the end of the next."""
-    import keras
-
-    class Timer(keras.callbacks.Callback):
-        def on_train_begin(self, logs=None):
-            self.ends = []
-
-        def on_train_batch_end(self, batch_index, logs=None):
-            self.ends.append(time.perf_counter())
-
-    model, callbacks, data = built
-    timer = Timer()  # last, so that the side's own callbacks are inside the timed steps
-    gc.collect()
-    model.fit(data, steps_per_epoch=steps + 1, epochs=1, verbose=0,
-              callbacks=callbacks + [timer])
-    return [b - a for a, b in zip(timer.ends[:-1], timer.ends[1:], strict=True)]
-
-
 def setup(precision):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import keras
@@ -118,31 +101,71 @@ def setup(precision):
     distributed.init()  # for the package side; one process, nothing is exchanged
 
 
-def interleaved(sides, model_name, batch, size, steps, pairs, xla, precision):
-    """Runs in the subprocess: both sides, alternating windows; every window's rate."""
+def interleaved(sides, model_name, batch, size, pairs, xla, precision):
+    """Runs in the subprocess: both sides, steps alternating; every step's time."""
+    import keras
+
     setup(precision)
     built = [build(side, model_name, batch, size, xla) for side in sides]
-    for _ in range(2):  # tracing, then warm caches; not timed
-        for b in built:
-            window(b, steps)
-    start, windows = time.perf_counter(), []
-    for i in range(pairs):
-        order = (0, 1) if i % 2 == 0 else (1, 0)  # A leads the even pairs, B the odd ones
-        times = [[], []]
-        for j in order:
-            times[j] = window(built[j], steps)
-        windows.append({"t": round(time.perf_counter() - start, 2), "first": sides[order[0]],
-                        "a": steps * batch / sum(times[0]), "b": steps * batch / sum(times[1]),
-                        "a_steps": times[0], "b_steps": times[1]})
-    return {"windows": windows}
+    for model, callbacks, data in built:  # traces the train step here, not in the threads
+        model.fit(data, steps_per_epoch=2, epochs=1, verbose=0, callbacks=callbacks)
+    turns = [0, 1] * WARMUP + [j for i in range(pairs) for j in ((0, 1), (1, 0))[i % 2]]
+    times, state, errors, baton = [0.0] * len(turns), {"turn": 0}, [], threading.Condition()
+
+    class Baton(keras.callbacks.Callback):
+        def __init__(self, me):
+            super().__init__()
+            self.me = me
+
+        def wait(self):  # for this side's next turn, or the end
+            with baton:
+                baton.wait_for(lambda: state["turn"] >= len(turns)
+                               or turns[state["turn"]] == self.me)
+            self.start = time.perf_counter()
+
+        def on_train_begin(self, logs=None):
+            self.wait()
+
+        def on_train_batch_end(self, batch_index, logs=None):
+            seconds = time.perf_counter() - self.start
+            with baton:
+                times[state["turn"]] = seconds
+                state["turn"] += 1
+                baton.notify_all()
+            self.wait()
+
+    def fit(j):
+        model, callbacks, data = built[j]
+        try:
+            model.fit(data, steps_per_epoch=turns.count(j), epochs=1, verbose=0,
+                      callbacks=callbacks + [Baton(j)])
+        except BaseException as error:  # let the other side finish, then raise
+            errors.append(error)
+            with baton:
+                state["turn"] = len(turns)
+                baton.notify_all()
+
+    gc.collect()
+    gc.disable()
+    threads = [threading.Thread(target=fit, args=(j,)) for j in (0, 1)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    gc.enable()
+    if errors:
+        raise errors[0]
+    timed = list(zip(turns, times, strict=True))[2 * WARMUP:]
+    return {"pairs": [{"first": sides[timed[k][0]], "a": timed[k + timed[k][0]][1],
+                       "b": timed[k + 1 - timed[k][0]][1]} for k in range(0, len(timed), 2)]}
 
 
-def alone(side, model_name, batch, size, steps, xla, precision):
+def alone(side, model_name, batch, size, xla, precision):
     """Runs in the subprocess: one side alone, for its peak RSS."""
     setup(precision)
-    times = window(build(side, model_name, batch, size, xla), steps)
-    return {"images_per_sec": steps * batch / sum(times),
-            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    model, callbacks, data = build(side, model_name, batch, size, xla)
+    model.fit(data, steps_per_epoch=5, epochs=1, verbose=0, callbacks=callbacks)
+    return {"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
 def child(*args):
@@ -162,26 +185,18 @@ def t975(df):
     return sum(term / df**k for k, term in enumerate(terms))
 
 
-def interval(logs):
-    """exp of the mean of `logs` and of its 95% t-interval; sd; lag-1 autocorrelation."""
+def summarise(pairs, batch):
+    """Geometric mean of the pair ratios, its 95% t-interval, and the spreads."""
+    logs = [math.log(p["b"] / p["a"]) for p in pairs]  # log(A's images/s over B's)
     n, mean, sd = len(logs), statistics.fmean(logs), statistics.stdev(logs)
     half = t975(n - 1) * sd / math.sqrt(n)
     centred = [x - mean for x in logs]
     lag1 = (sum(p * q for p, q in zip(centred[:-1], centred[1:], strict=True))
             / sum(x * x for x in centred))
-    return math.exp(mean), [math.exp(mean - half), math.exp(mean + half)], sd, lag1
-
-
-def summarise(windows):
-    """Both estimators' ratios with their 95% intervals, and the spreads."""
-    ratio, ci95, sd, lag1 = interval([math.log(w["a"] / w["b"]) for w in windows])
-    median = interval([math.log(statistics.median(w["b_steps"]) / statistics.median(w["a_steps"]))
-                       for w in windows])
-    rates_b = [w["b"] for w in windows]
-    return {"ratio": ratio, "ci95": ci95, "pairs": len(windows), "sd_log_ratio": sd,
-            "lag1_autocorrelation": lag1, "median_step_ratio": median[0],
-            "median_step_ci95": median[1], "median_step_sd_log_ratio": median[2],
-            "a_images_per_sec": statistics.median(w["a"] for w in windows),
+    rates_b = [batch / p["b"] for p in pairs]
+    return {"ratio": math.exp(mean), "ci95": [math.exp(mean - half), math.exp(mean + half)],
+            "pairs": n, "sd_log_ratio": sd, "lag1_autocorrelation": lag1,
+            "a_images_per_sec": batch / statistics.median(p["a"] for p in pairs),
             "b_images_per_sec": statistics.median(rates_b),
             "b_range": [min(rates_b), max(rates_b)]}
 
@@ -195,8 +210,7 @@ def main():
                         help="float32, mixed_bfloat16, xla (float32 with jit_compile)")
     parser.add_argument("--sides", default="package,plain",
                         help="A,B: ratio = A/B; plain,plain is the A/A check")
-    parser.add_argument("--window", type=int, help="timed steps per window (default per case)")
-    parser.add_argument("--pairs", type=int, help="window pairs (default per case)")
+    parser.add_argument("--pairs", type=int, help="step pairs (default per case)")
     parser.add_argument("--memory_rounds", type=int, default=1,
                         help="fresh processes per side for peak RSS (package,plain only)")
     args = parser.parse_args()
@@ -208,33 +222,29 @@ def main():
     results = {"machine": f"{platform.machine()}, {os.cpu_count()} cores",
                "date": time.strftime("%Y-%m-%d %H:%M"), "sides": sides, "rows": []}
     for case in args.cases.split(","):
-        model_name, batch, size, steps, pairs = CASES[case]
-        steps, pairs = args.window or steps, args.pairs or pairs
+        model_name, batch, size, pairs = CASES[case]
+        pairs = args.pairs or pairs
         for variant in args.variants.split(","):
             xla = variant == "xla"
             precision = variant if variant.startswith("mixed") else "float32"
             began = time.perf_counter()
-            run = child("interleaved", sides, model_name, batch, size, steps, pairs, xla,
-                        precision)
-            row = {"case": case, "variant": variant, "window_steps": steps,
-                   **summarise(run["windows"]),
+            run = child("interleaved", sides, model_name, batch, size, pairs, xla, precision)
+            row = {"case": case, "variant": variant, **summarise(run["pairs"], batch),
                    "seconds": round(time.perf_counter() - began)}
             line = (f"{case:20s} {variant:15s} {sides[0]}/{sides[1]} {row['ratio']:.4f} "
-                    f"[{row['ci95'][0]:.4f}, {row['ci95'][1]:.4f}], median step "
-                    f"{row['median_step_ratio']:.4f} [{row['median_step_ci95'][0]:.4f}, "
-                    f"{row['median_step_ci95'][1]:.4f}] ({pairs} pairs of {steps} "
-                    f"steps; {sides[1]} {row['b_range'][0]:.1f}–{row['b_range'][1]:.1f} img/s, "
+                    f"[{row['ci95'][0]:.4f}, {row['ci95'][1]:.4f}] ({pairs} step pairs; "
+                    f"{sides[1]} {row['b_range'][0]:.1f}–{row['b_range'][1]:.1f} img/s, "
                     f"sd log ratio {row['sd_log_ratio']:.4f}, {row['seconds']} s)")
             if sides == ["package", "plain"] and args.memory_rounds:
                 for side in sides:
-                    runs = [child("alone", side, model_name, batch, size, steps, xla,
-                                  precision) for _ in range(args.memory_rounds)]
+                    runs = [child("alone", side, model_name, batch, size, xla, precision)
+                            for _ in range(args.memory_rounds)]
                     row[f"{side}_peak_rss_mb"] = statistics.median(
                         r["peak_rss_mb"] for r in runs)
                 row["memory_ratio"] = row["package_peak_rss_mb"] / row["plain_peak_rss_mb"]
                 line += (f"  peak RSS {row['plain_peak_rss_mb']:.0f} / "
                          f"{row['package_peak_rss_mb']:.0f} MB")
-            row["windows"] = run["windows"]
+            row["step_seconds"] = run["pairs"]
             results["rows"].append(row)
             print(line, flush=True)
     os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
