@@ -39,8 +39,8 @@ TEST_WORKERS ?= 2
 
 test: lint
 	@launchers/install_test_tools.sh
-	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 # The fast tier alone: the tests marked `unit` (in-process; no horovodrun, no trainer run).
 test-unit: lint
-	$(BIN)/python -m pytest -q -m unit -n $(TEST_WORKERS) --dist loadfile
+	$(BIN)/python -m pytest -q -m unit -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder

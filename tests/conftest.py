@@ -3,8 +3,9 @@
 `pytest -q -m unit` then runs the fast tier, `pytest -q` both.
 
 `make test` runs the modules on two pytest-xdist workers, a module at a time on one worker
-(`--dist loadfile`: a module's fixtures are built once); the longest modules go first so
-that both workers end together."""
+(`--dist loadfile`: a module's fixtures are built once) in the order set here
+(`--no-loadscope-reorder`: xdist would put the modules with most tests first): the longest
+modules go first so that both workers end together."""
 
 import os
 
