@@ -152,11 +152,14 @@ def test_a_live_runs_folders_are_refused_to_a_second_run_until_it_is_gone(tmp_pa
         assert third.returncode == 1
         assert f"{run_a}/checkpoints is in use by a live run" in third.stderr, third.stderr
         assert not (tmp_path / "b/metrics.jsonl").exists()
+        while len(metrics(run_a)) < 2:  # past epoch 2, so that --epochs=2 below is finished
+            assert first.poll() is None, "the first run ended early"
+            time.sleep(0.5)
     finally:
         first.kill()
         first.wait()
     # Once the first run is gone its lock is too: a resume gets past it (to the epoch check).
-    again = train(run_a, "--epochs=1", "--resume", check=False)
+    again = train(run_a, "--epochs=2", "--resume", check=False)
     assert "raise --epochs to train further" in again.stderr and "in use" not in again.stderr
 
 
