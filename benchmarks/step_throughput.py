@@ -177,7 +177,8 @@ def child(*args):
 
 
 def t975(df):
-    """Student t's 0.975 quantile (Cornish-Fisher expansion; within 1e-4 for df >= 9)."""
+    """Student t's 0.975 quantile (Cornish-Fisher expansion; within 1e-4 for df >= 9),
+    written here because the environment has no SciPy."""
     z = 1.959963985
     terms = [z, (z**3 + z) / 4, (5 * z**5 + 16 * z**3 + 3 * z) / 96,
              (3 * z**7 + 19 * z**5 + 17 * z**3 - 15 * z) / 384,

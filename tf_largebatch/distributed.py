@@ -129,6 +129,12 @@ class HostNameError(RuntimeError):
     """This host's name resolves to a loopback address in a job that spans several hosts."""
 
 
+def first_on_host() -> bool:
+    """Whether this process speaks for its host before `hvd.init` (HOROVOD_LOCAL_RANK 0, or
+    no launcher): a HostNameError is said once per host."""
+    return os.environ.get("HOROVOD_LOCAL_RANK", "0") == "0"
+
+
 def interface_address(interface: str) -> str | None:
     """The IPv4 address of network interface `interface` (None if it has none)."""
     import fcntl

@@ -323,8 +323,8 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)  # the results are printed; warnings still show
     try:
         chief = distributed.init().is_chief
-    except distributed.HostNameError as err:  # said once per host, by its first process
-        if os.environ.get("HOROVOD_LOCAL_RANK", "0") == "0":
+    except distributed.HostNameError as err:
+        if distributed.first_on_host():
             print(f"error: {err}", file=sys.stderr)
         return 1
     try:

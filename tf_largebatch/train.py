@@ -40,7 +40,7 @@ class HorovodBackend(runner.Backend):
             self.context = distributed.init(system.hierarchical_allreduce,
                                             system.fusion_threshold_mb, system.cycle_time_ms)
         except distributed.HostNameError as err:  # said once per host, by its first process
-            self.is_chief = os.environ.get("HOROVOD_LOCAL_RANK", "0") == "0"
+            self.is_chief = distributed.first_on_host()
             raise TrainError(str(err)) from None
         self.processes, self.rank = self.context.size, self.context.rank
         self.is_chief = self.context.is_chief
