@@ -20,8 +20,8 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 TIERS = ("unit", "integration")
 # The longest modules, longest first (their share of `pytest --durations=0`); the others
 # keep their order after these, unit modules last.
-LONGEST_FIRST = ("test_slurm.py", "test_faults.py", "test_train.py", "test_saves.py",
-                 "test_hierarchical.py", "test_evaluate.py", "test_cli_runs.py",
+LONGEST_FIRST = ("test_slurm.py", "test_multi_host.py", "test_faults.py", "test_train.py",
+                 "test_saves.py", "test_hierarchical.py", "test_evaluate.py", "test_cli_runs.py",
                  "test_launchers.py", "test_lost_worker.py", "test_preemption.py",
                  "test_horovod.py", "test_portable_train_runs.py", "test_demo.py")
 

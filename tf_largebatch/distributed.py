@@ -40,6 +40,7 @@ class Context:
     allreduce: str = "flat"  # "flat", "native hierarchical" or "process-set hierarchical"
     # horovodrun's tuning variables in effect at hvd.init() (from flags or the launcher)
     horovod_settings: dict = dataclasses.field(default_factory=dict, hash=False)
+    hosts: tuple = ()  # each host's name, in horovodrun's host order (cross_rank)
 
     @property
     def is_chief(self):
@@ -268,7 +269,17 @@ def init(hierarchical_allreduce: bool = False, fusion_threshold_mb: float | None
         os.environ
     ):
         logging.info("Not launched by horovodrun: training in a single process (k = 1).")
-    return Context(hvd.rank(), hvd.size(), hvd.local_rank(), scheme != "flat", scheme, settings)
+    return Context(hvd.rank(), hvd.size(), hvd.local_rank(), scheme != "flat", scheme, settings,
+                   host_names())
+
+
+def host_names() -> tuple:
+    """Each host's name (`socket.gethostname()`), in horovodrun's host order; a collective."""
+    import socket
+
+    own = (hvd.cross_rank(), socket.gethostname())
+    every = hvd.allgather_object(own) if hvd.size() > 1 else [own]
+    return tuple(name for _, name in sorted(dict(every).items()))
 
 
 def allreduce_gradients(grads, compression=hvd.Compression.none, grouped=False):

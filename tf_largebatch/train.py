@@ -54,7 +54,7 @@ class HorovodBackend(runner.Backend):
         or from the launcher's environment (`horovodrun --hierarchical-allreduce`, ...)."""
         return dict(hierarchical_allreduce=self.context.hierarchical_allreduce,
                     allreduce=self.context.allreduce,
-                    horovod_settings=self.context.horovod_settings)
+                    horovod_settings=self.context.horovod_settings, hosts=self.context.hosts)
 
     def open_training_set(self, image_size):
         from tf_largebatch import data
