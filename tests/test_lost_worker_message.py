@@ -52,3 +52,16 @@ def test_without_a_committed_checkpoint_it_says_so(tmp_path):
 def test_other_errors_are_not_answered(tmp_path, err):
     assert lost_worker_problem(err, config(tmp_path),
                                SimpleNamespace(processes=2, rank=0)) is None
+
+
+def test_a_silent_worker_is_named_with_the_timeout_that_ended_the_job(tmp_path):
+    # What a survivor's gradient allreduce raised 10 s after its peers' host was cut off
+    # (HOROVOD_GLOO_TIMEOUT_SECONDS=10, tests/test_multi_host.py).
+    err = tf.errors.UnknownError(None, None, (
+        "Graph execution error:\n\n[/tmp/horovod/third_party/compatible17_gloo/gloo/transport/"
+        "tcp/unbound_buffer.cc:81] Timed out waiting 10000ms for recv operation to complete\n"
+        "\t [[{{node grad6}}]] [Op:__inference_multi_step_on_iterator_2657]"))
+    line = lost_worker_problem(err, config(tmp_path), SimpleNamespace(processes=4, rank=1))
+    assert line.startswith("another worker of this job stopped answering for 10 s (Gloo's "
+                           "timeout, HOROVOD_GLOO_TIMEOUT_SECONDS)"), line
+    assert "--resume=auto" in line

@@ -13,6 +13,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 import zipfile
 
 import numpy as np
@@ -30,6 +31,16 @@ TINY = ["--model=cifar_resnet8", "--dataset=synthetic", "--synthetic_examples=12
         "--per_worker_batch=8", "--steps_per_epoch=2", "--eval_steps=1", "--seed=3",
         "--warmup=gradual", "--warmup_epochs=1", "--milestones=2", "--epochs=2",
         "--nosaved_model", "--log_every_step"]
+
+
+# The fault runs: 3 epochs of 8 steps (kn = 32), so a fault lands mid-epoch 2 with epoch 1
+# committed; Gloo's timeout (30 s by default, the launcher's value) shortened for the suite.
+FAULTY = [*TINY[:-2], "--steps_per_epoch=8", "--synthetic_examples=256", "--epochs=3",
+          "--nosaved_model", "--log_every_step"]
+FAULTY.remove("--steps_per_epoch=2")
+FAULTY.remove("--epochs=2")
+GLOO_TIMEOUT = 8
+WAIT = 300  # seconds any one wait may take before the test gives up (not a speed check)
 
 
 def machine_cannot():
@@ -59,10 +70,32 @@ class Box:
                                  f"{result.stderr[-4000:]}")
         return result
 
-    def train_on_hosts(self, log_dir, *flags, check=True, env=None):
+    def train_on_hosts(self, log_dir, *flags, check=True, env=None, hostfile=None):
         """launchers/horovodrun_hosts.sh on host 1: 2 ranks there, 2 on host 2 over SSH."""
-        return self("exec", 1, HOSTS_SH, self.hostfile, *TINY, f"--log_dir={log_dir}", *flags,
-                    check=check, env=env)
+        return self("exec", 1, HOSTS_SH, hostfile or self.hostfile, *TINY,
+                    f"--log_dir={log_dir}", *flags, check=check, env=env)
+
+    def start_on_hosts(self, log_dir, *flags):
+        """`train_on_hosts` of FAULTY in the background (a Popen), with Gloo's timeout short."""
+        return subprocess.Popen(
+            [str(BOX_SH), "exec", "1", HOSTS_SH, self.hostfile, *FAULTY, f"--log_dir={log_dir}",
+             *flags], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+            env=dict(self.env, HOROVOD_GLOO_TIMEOUT_SECONDS=str(GLOO_TIMEOUT)))
+
+    def workers_on(self, host):
+        """PIDs of the trainer's Python processes in host `host`'s network namespace."""
+        pids = subprocess.run(["ip", "netns", "pids", f"{BOX}-h{host}"], capture_output=True,
+                              text=True).stdout.split()
+        return [p for p in pids if is_trainer(p)]
+
+
+def is_trainer(pid):
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            argv = f.read().split(b"\0")
+    except OSError:
+        return False
+    return "python" in os.path.basename(argv[0].decode()) and b"tf_largebatch.train" in argv
 
 
 @pytest.fixture(scope="module")
@@ -200,3 +233,105 @@ def test_the_box_removes_a_stale_box_and_leaves_nothing_behind(tmp_path):
     assert links == before[0]  # nothing was added to the root namespace
     assert not [s for s in spaces if s.startswith("tlbstale")]
     assert not (tmp_path / "box").exists()
+
+
+def wait_for_step(run_dir, step, job):
+    """Waits until rank 0 has logged `step` (0-based) to steps.jsonl."""
+    deadline = time.monotonic() + WAIT
+    while time.monotonic() < deadline:
+        logged = (run_dir / "steps.jsonl").read_text().splitlines() if (
+            run_dir / "steps.jsonl").exists() else []
+        if len(logged) > step:
+            return
+        assert job.poll() is None, job.communicate()
+        time.sleep(0.1)
+    raise AssertionError(f"step {step} not logged in {WAIT} s")
+
+
+def ended(job):
+    """(seconds until `job` ended, its exit status, its output), bounded by WAIT."""
+    start = time.monotonic()
+    out, err = job.communicate(timeout=WAIT)
+    return time.monotonic() - start, job.returncode, out + err
+
+
+def worker_errors(output):
+    return [line for line in output.splitlines() if "]<stderr>:error:" in line]
+
+
+def last_line(output):
+    return output.strip().splitlines()[-1]
+
+
+def test_a_host_lost_mid_epoch_ends_the_job_at_once_and_the_survivor_resumes(box, tmp_path):
+    job = box.start_on_hosts(tmp_path)
+    wait_for_step(tmp_path, 10, job)  # epoch 2, step 3 of 8: epoch 1 is committed
+    box("kill", 2)  # every process of host 2, sshd too
+    seconds, status, output = ended(job)
+    assert status != 0 and seconds < 10, (seconds, output[-3000:])  # bound: 10 s
+    assert last_line(output) == (
+        f"horovodrun_hosts.sh: the job failed (exit 1); not answering ssh: {HOSTS[1]} "
+        f"(ranks 2-3). Take the hosts that do not answer out of {box.hostfile} (or bring "
+        "them back), then run the same command: --resume=auto continues from the last "
+        "committed checkpoint."), output[-3000:]
+    # The survivors' own lines race horovodrun's SIGTERM (tests/test_lost_worker.py): each
+    # one said is right.
+    for line in worker_errors(output):
+        assert "checkpoints/ckpt-1 (epoch 1), is kept" in line, line
+    before = epochs(tmp_path)
+    assert [e["epoch"] for e in before] == [1]
+
+    # The same command on the surviving host: k·n = 4×8 → 2×8.
+    survivor = box.folder.parent / "survivor"
+    survivor.write_text(f"{HOSTS[0]} slots=2\n")
+    result = box("exec", 1, HOSTS_SH, survivor, *FAULTY, f"--log_dir={tmp_path}")
+    assert "Resumed from" in result.stderr and "ckpt-1 (epoch 1, step 8)" in result.stderr
+    after = epochs(tmp_path)
+    assert [e["epoch"] for e in after] == [1, 2, 3] and after[0] == before[0]
+    flags = json.loads((tmp_path / "flags.json").read_text())
+    assert (flags["hosts"], flags["workers"], flags["global_batch"]) == ([HOSTS[0]], 2, 16)
+    rates = [(s["step"], s["lr"]) for s in steps(tmp_path)]
+    assert [step for step, _ in rates] == list(range(24))  # each step logged once
+    # The linear rule for kn = 16 by hand: η̂ = 0.1·16/256 = 0.00625 after warmup (epoch 2),
+    # ×0.1 from the milestone at epoch 2 (epoch 3).
+    assert all(lr == pytest.approx(0.00625, rel=1e-6) for step, lr in rates[8:16])
+    assert all(lr == pytest.approx(0.000625, rel=1e-6) for step, lr in rates[16:])
+
+
+def test_a_short_outage_is_ridden_out_and_a_cut_held_ends_the_job_within_the_timeout(
+        box, tmp_path):
+    box("up", 2)  # host 2 back if an earlier test lost it
+    job = box.start_on_hosts(tmp_path)
+    wait_for_step(tmp_path, 4, job)
+    box("cut", 2)
+    time.sleep(GLOO_TIMEOUT / 4)  # shorter than Gloo's timeout: the job stalls, then goes on
+    box("heal", 2)
+    wait_for_step(tmp_path, 10, job)
+    box("cut", 2)
+    try:
+        seconds, status, output = ended(job)
+    finally:
+        box("heal", 2)
+    # Bound: Gloo's timeout, then the launcher's 5 s ssh check, plus a few seconds.
+    assert status != 0 and GLOO_TIMEOUT <= seconds < GLOO_TIMEOUT + 10, (seconds, output)
+    for line in worker_errors(output):
+        assert (f"stopped answering for {GLOO_TIMEOUT} s (Gloo's timeout" in line
+                or "another worker of this job stopped" in line), line
+    assert f"not answering ssh: {HOSTS[1]} (ranks 2-3)" in last_line(output)
+    assert [e["epoch"] for e in epochs(tmp_path)] == [1]  # epoch 1 trained through the outage
+    deadline = time.monotonic() + 60  # the link back: no rank left on either host
+    while (box.workers_on(1) or box.workers_on(2)) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not box.workers_on(1) and not box.workers_on(2)
+
+
+def test_a_frozen_rank_ends_the_job_within_the_timeout_and_is_killed(box, tmp_path):
+    box("up", 2)
+    job = box.start_on_hosts(tmp_path)
+    wait_for_step(tmp_path, 10, job)
+    frozen = box.workers_on(2)[-1]  # a rank on host 2 (or the shell that runs it)
+    os.kill(int(frozen), 19)  # SIGSTOP
+    seconds, status, output = ended(job)
+    assert status != 0 and GLOO_TIMEOUT <= seconds < GLOO_TIMEOUT + 10, (seconds, output)
+    assert f"killed: {HOSTS[1]} (pids " in last_line(output), output[-3000:]
+    assert not box.workers_on(2)

@@ -454,16 +454,26 @@ def data_file_problem(err: Exception) -> str | None:
 
 def lost_worker_problem(err: Exception, config: ExperimentConfig, backend: Backend) -> str | None:
     """One line for the error a worker gets when another worker of its job died (killed by
-    the OOM killer or a signal, its host gone): Horovod 0.28.1 shuts down on the survivors
-    (its log names only Gloo's cause, e.g. "Connection closed by peer [127.0.0.1]:409"), and
-    their next collective, the gradients' allreduce in the train step or an eager one in a
-    callback, raises `tf.errors.UnknownError` "... Horovod has been shut down. This was caused
-    by an exception on one of the ranks ...". None for other errors."""
+    the OOM killer or a signal, its host gone) or went silent (its host cut off, the worker
+    frozen). Died: Horovod 0.28.1 shuts down on the survivors (its log names only Gloo's
+    cause, e.g. "Connection closed by peer [127.0.0.1]:409"), and their next collective, the
+    gradients' allreduce in the train step or an eager one in a callback, raises
+    `tf.errors.UnknownError` "... Horovod has been shut down. This was caused by an exception
+    on one of the ranks ...". Silent: after HOROVOD_GLOO_TIMEOUT_SECONDS the collective
+    raises `tf.errors.UnknownError` "... Timed out waiting 30000ms for recv operation to
+    complete". None for other errors."""
     tf = sys.modules.get("tensorflow")
-    if not (tf and isinstance(err, tf.errors.UnknownError)
-            and "Horovod has been shut down" in str(err)):
+    if not isinstance(err, getattr(getattr(tf, "errors", None), "UnknownError", ())):
         return None
-    if backend.processes == 2:  # the only other one
+    timed_out = re.search(r"Timed out waiting (\d+)ms for (?:recv|send) operation", str(err))
+    if timed_out:
+        seconds = int(timed_out.group(1)) / 1000
+        who = (f"another worker of this job stopped answering for {seconds:g} s (Gloo's "
+               "timeout, HOROVOD_GLOO_TIMEOUT_SECONDS): its host was cut off from the network "
+               "or the worker froze")
+    elif "Horovod has been shut down" not in str(err):
+        return None
+    elif backend.processes == 2:  # the only other one
         other = 1 - backend.rank
         who = (f"another worker of this job (rank {other}) stopped (killed, e.g. out of memory, "
                f"or its host failed; horovodrun's line \"Process {other} exit with status "
