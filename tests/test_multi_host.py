@@ -335,3 +335,27 @@ def test_a_frozen_rank_ends_the_job_within_the_timeout_and_is_killed(box, tmp_pa
     assert status != 0 and GLOO_TIMEOUT <= seconds < GLOO_TIMEOUT + 10, (seconds, output)
     assert f"killed: {HOSTS[1]} (pids " in last_line(output), output[-3000:]
     assert not box.workers_on(2)
+
+
+def test_evaluate_across_two_hosts_equals_one_process(box, flat, tmp_path):
+    box("up", 2)  # host 2 back if a fault test lost it
+    horovodrun = os.path.join(os.path.dirname(sys.executable), "horovodrun")
+    hosts = ",".join(f"{h}:2" for h in HOSTS)
+    common = ["-m", "tf_largebatch.evaluate", f"--model={flat}/model.keras",
+              "--per_worker_batch=24"]
+    result = box("exec", 1, horovodrun, "-np", 4, "-H", hosts, "--gloo", sys.executable,
+                 *common, f"--json={tmp_path}/hosts.json")
+    assert "(4 processes)" in result.stdout and result.stdout.count("top-1 error  ") == 1
+    alone = subprocess.run([sys.executable, *common, f"--json={tmp_path}/one.json"], cwd=ROOT,
+                           capture_output=True, text=True, timeout=600,
+                           env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+    assert alone.returncode == 0, alone.stderr[-3000:]
+    across, one = (json.loads((tmp_path / f"{name}.json").read_text())
+                   for name in ("hosts", "one"))
+    assert (across["processes"], one["processes"]) == (4, 1)
+    # 256 validation images: 3 global steps of 96 (32 padded slots) against 11 of 24 (8).
+    assert sum(c["images"] for c in across["per_class"]) == 256
+    for key in ("val_loss", "val_top1_error", "val_top5_error"):
+        assert across[key] == pytest.approx(one[key], rel=1e-5, abs=1e-7), key
+    assert [c["top1_error"] for c in across["per_class"]] == pytest.approx(
+        [c["top1_error"] for c in one["per_class"]], abs=1e-9)
