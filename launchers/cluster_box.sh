@@ -91,8 +91,10 @@ PermitRootLogin prohibit-password
 MaxStartups 100
 MaxSessions 100
 EOF
-    # The host: its own name and /etc/hosts for sshd and every session it starts.
-    setsid ip netns exec "$ns" unshare --uts --mount --propagation private sh -c \
+    # The host: its own name and /etc/hosts for sshd and every session it starts. (nsenter,
+    # not `ip netns exec`, which mounts a sysfs of its own over /sys and so hides
+    # /sys/fs/cgroup, which slurmd needs.)
+    setsid unshare --uts --mount --propagation private nsenter --net="/run/netns/$ns" sh -c \
       "hostname $BOX-h$i && mount --bind $dir/hosts /etc/hosts &&
        exec /usr/sbin/sshd -D -e -f $dir/sshd_config" > "$dir/sshd.log" 2>&1 < /dev/null &
     echo $! > "$dir/sshd.pid"

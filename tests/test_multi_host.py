@@ -13,8 +13,10 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -359,3 +361,151 @@ def test_evaluate_across_two_hosts_equals_one_process(box, flat, tmp_path):
         assert across[key] == pytest.approx(one[key], rel=1e-5, abs=1e-7), key
     assert [c["top1_error"] for c in across["per_class"]] == pytest.approx(
         [c["top1_error"] for c in one["per_class"]], abs=1e-9)
+
+
+# Multi-node SLURM in the box: slurmctld and a slurmd on host 1, a slurmd on host 2, one
+# munged (its socket is a file, which both hosts see); ports inside the box's namespaces.
+SLURM_CONF = """\
+ClusterName=tlbboxtest
+SlurmctldHost={h1}(198.18.0.1)
+SlurmctldPort=6817
+SlurmdPort=6818
+AuthType=auth/munge
+AuthInfo=socket={base}/socket/munge.socket
+CredType=cred/munge
+SlurmUser=root
+SlurmdUser=root
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+SelectType=select/cons_tres
+SelectTypeParameters=CR_Core
+JobRequeue=1
+ReturnToService=2
+MpiDefault=none
+KillWait=120
+MinJobAge=3600
+StateSaveLocation={base}/state
+SlurmdSpoolDir={base}/spool-%n
+SlurmctldPidFile={base}/slurmctld.pid
+SlurmdPidFile={base}/slurmd-%n.pid
+SlurmctldLogFile={base}/slurmctld.log
+SlurmdLogFile={base}/slurmd-%n.log
+JobCompType=jobcomp/filetxt
+JobCompLoc={base}/jobcomp.log
+AccountingStorageType=accounting_storage/none
+JobAcctGatherType=jobacct_gather/none
+PlugStackConfig=/dev/null
+MailProg=/bin/true
+NodeName={h1} NodeAddr=198.18.0.1 CPUs=2 RealMemory=2000 State=UNKNOWN
+NodeName={h2} NodeAddr=198.18.0.2 CPUs=2 RealMemory=2000 State=UNKNOWN
+PartitionName=test Nodes={h1},{h2} Default=YES MaxTime=INFINITE State=UP
+"""
+
+
+def sbatch_job(box, slurm_env, run_dir, output):
+    """launchers/slurm.sbatch on 2 nodes × 2 tasks, submitted on host 1; its job id."""
+    result = box("exec", 1, "sbatch", "--parsable", "--job-name=two-nodes", "--nodes=2",
+                 "--ntasks-per-node=2", "--cpus-per-task=1", "--gpus-per-node=0",
+                 f"--output={output}", f"--chdir={ROOT}", ROOT / "launchers/slurm.sbatch",
+                 *FAULTY[:-3], "--epochs=2", "--nosaved_model", "--log_every_step",
+                 env=dict(slurm_env, RUN_DIR=str(run_dir)))
+    return result.stdout.strip().split(";")[0]
+
+
+def job_state(box, slurm_env, job):
+    text = box("exec", 1, "scontrol", "-o", "show", "job", job, env=slurm_env).stdout
+    return dict(item.split("=", 1) for item in text.split() if "=" in item)
+
+
+def wait_until(condition, what):
+    deadline = time.monotonic() + WAIT
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.5)
+    raise AssertionError(f"gave up after {WAIT} s waiting for {what}")
+
+
+def test_slurm_on_two_nodes_requeued_mid_epoch_completes_with_the_straight_runs_numbers(
+        box, tmp_path):
+    missing = [t for t in ("munged", "slurmctld", "slurmd", "sbatch")
+               if not shutil.which(t, path="/usr/sbin:/usr/bin:/sbin")]
+    if missing:
+        pytest.fail(f"{', '.join(missing)} not found: run launchers/install_test_tools.sh")
+    box("up", 2)
+    # Not under pytest's tmp_path: munged wants every folder above its socket searchable.
+    base = Path(tempfile.mkdtemp(prefix="tf_largebatch-slurm2-", dir="/tmp"))
+    base.chmod(0o755)
+    for name, mode in (("munge", 0o700), ("socket", 0o755), ("state", 0o700)):
+        (base / name).mkdir(mode=mode)
+    for host in HOSTS:
+        (base / f"spool-{host}").mkdir()
+    key = base / "munge/munge.key"
+    key.write_bytes(os.urandom(1024))
+    key.chmod(0o400)
+    conf = base / "slurm.conf"
+    conf.write_text(SLURM_CONF.format(base=base, h1=HOSTS[0], h2=HOSTS[1]))
+    slurm_env = {"SLURM_CONF": str(conf), "TF_CPP_MIN_LOG_LEVEL": "2",
+                 "PATH": os.path.dirname(sys.executable) + ":/usr/sbin:" + os.environ["PATH"]}
+    daemons = []
+
+    def start(*command):
+        daemons.append(subprocess.Popen(
+            [str(c) for c in command], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            env=dict(box.env, **slurm_env), start_new_session=True, cwd=base))
+
+    try:
+        start("/usr/sbin/munged", "--foreground", f"--key-file={key}",
+              f"--socket={base}/socket/munge.socket", f"--pid-file={base}/munge/pid",
+              f"--log-file={base}/munge/log", f"--seed-file={base}/munge/seed")
+        wait_until(lambda: (base / "socket/munge.socket").exists() or daemons[0].poll(),
+                   "munged")
+        assert daemons[0].poll() is None, (base / "munge/log").read_text()
+        start(BOX_SH, "exec", "1", "slurmctld", "-D", "-i", "-f", conf)
+        start(BOX_SH, "exec", "1", "slurmd", "-D", "-N", HOSTS[0], "-f", conf)
+        start(BOX_SH, "exec", "2", "slurmd", "-D", "-N", HOSTS[1], "-f", conf)
+        wait_until(lambda: box("exec", 1, "sinfo", "-h", "-N", "-o", "%t", env=slurm_env,
+                               check=False).stdout.split() == ["idle", "idle"], "2 idle nodes")
+
+        def finished(job):
+            state = job_state(box, slurm_env, job)
+            return state if state["JobState"] in ("COMPLETED", "FAILED", "CANCELLED") else None
+
+        straight = tmp_path / "straight"
+        job = sbatch_job(box, slurm_env, straight, tmp_path / "straight.out")
+        assert wait_until(lambda: finished(job), "the straight job")["JobState"] == "COMPLETED"
+
+        run_dir, output = tmp_path / "requeued", tmp_path / "requeued.out"
+        job = sbatch_job(box, slurm_env, run_dir, output)
+        wait_until(lambda: (run_dir / "steps.jsonl").exists() and len(
+            (run_dir / "steps.jsonl").read_text().splitlines()) >= 11, "step 11")
+        box("exec", 1, "scontrol", "requeue", job, env=slurm_env)  # mid-epoch 2
+        wait_until(lambda: job_state(box, slurm_env, job)["JobState"] == "PENDING", "requeue")
+        time.sleep(2)  # a credential of the requeue's second counts as revoked (test_slurm)
+        box("exec", 1, "scontrol", "update", f"jobid={job}", "StartTime=now", env=slurm_env)
+        info = wait_until(lambda: finished(job), "the requeued job")
+    finally:
+        for daemon in reversed(daemons):
+            try:
+                os.killpg(daemon.pid, 15)
+            except ProcessLookupError:
+                pass
+        for daemon in daemons:
+            daemon.wait(timeout=60)
+        shutil.rmtree(base, ignore_errors=True)
+    text = output.read_text()
+    assert (info["JobState"], info["Restarts"], info["ExitCode"]) == ("COMPLETED", "1", "0:0"), (
+        text[-4000:])
+    assert text.count(": starting in ") == 2 and "preempted: SIGTERM received" in text
+    assert f"on {HOSTS[0]},{HOSTS[1]} (4 tasks)" in text or (
+        f"on {BOX}-h[1-2] (4 tasks)" in text), text[-3000:]
+    flags = json.loads((run_dir / "flags.json").read_text())
+    assert flags["hosts"] == HOSTS and flags["workers"] == 4
+    got, want = epochs(run_dir), epochs(straight)
+    assert [e["epoch"] for e in got] == [1, 2]  # every epoch once
+    assert [s["step"] for s in steps(run_dir)] == list(range(16))  # every step once
+    for a, b in zip(got, want, strict=True):
+        for key in ("lr", "train_loss", "train_top1_error", "val_loss", "val_top1_error"):
+            assert a[key] == pytest.approx(b[key], rel=1e-6, abs=1e-6), (a["epoch"], key)
+    assert_same_run(run_dir, straight)
