@@ -77,6 +77,25 @@ def test_local_paths_with_a_colon_are_accepted(tmp_path):
         values.unparse_flags()
 
 
+def test_hierarchical_allreduce_is_allreduce_hierarchical_and_refused_with_flat():
+    from tf_largebatch.experiment.flags import from_flags
+
+    values = flags.FLAGS
+    values.unparse_flags()
+    try:
+        values(["train"])
+        assert from_flags().system.allreduce_scheme == "auto"  # the default
+        values.unparse_flags()
+        values(["train", "--hierarchical_allreduce"])
+        assert from_flags().system.allreduce_scheme == "hierarchical"
+        values.unparse_flags()
+        with pytest.raises(flags.IllegalFlagValueError, match="--hierarchical_allreduce asks "
+                           "for --allreduce=hierarchical, not flat: drop one of them"):
+            values(["train", "--hierarchical_allreduce", "--allreduce=flat"])
+    finally:
+        values.unparse_flags()
+
+
 def test_help_lists_every_trainer_flag_once_under_a_topic():
     own = list(trainer_flag_values())
     text = cli.help_text("usage: X", own)

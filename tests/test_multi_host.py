@@ -10,6 +10,7 @@ openssh-server); the module is skipped, saying why, only where the machine canno
 import io
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -20,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import ROOT
+from helpers import ROOT, slurm_conf
 
 pytestmark = pytest.mark.integration
 
@@ -181,6 +182,21 @@ def test_horovodrun_over_ssh_on_two_hosts_equals_four_simulated_workers(flat, si
     assert flags["hosts"] == HOSTS and flags["processes"] == flags["workers"] == 4
     assert (flags["global_batch"], flags["allreduce"]) == (32, "flat")
     assert_same_run(flat, simulated)
+
+
+def test_allreduce_auto_measures_the_hosts_and_keeps_a_small_model_flat(flat):
+    # The default, --allreduce=auto, on 2 hosts: ResNet-8's 78k values (0.31 MB) fit one
+    # fused buffer; on the bare veth its bytes take well under a millisecond, so the three
+    # collectives of the hierarchical scheme cost about three times one flat collective.
+    flags = json.loads((flat / "flags.json").read_text())
+    reason = flags["allreduce_reason"]
+    assert reason.startswith("--allreduce=auto: 0.3 MB of gradients in 1 allreduce on 2 hosts"
+                             " × 2: predicted flat "), reason
+    flat_ms, hier_ms = map(float, re.findall(r"predicted flat ([\d.]+) ms, hierarchical "
+                                             r"([\d.]+) ms", reason)[0])
+    assert hier_ms > 0.95 * flat_ms and not flags["hierarchical_allreduce"]
+    between = float(re.search(r"between hosts ([\d.]+) Gbit/s", reason).group(1))
+    assert between > 0.5, reason  # a veth, no tc: gigabits (this machine measured ≈ 5)
 
 
 def test_hierarchical_allreduce_across_two_hosts_equals_the_flat_run(box, flat, tmp_path):
@@ -365,41 +381,6 @@ def test_evaluate_across_two_hosts_equals_one_process(box, flat, tmp_path):
 
 # Multi-node SLURM in the box: slurmctld and a slurmd on host 1, a slurmd on host 2, one
 # munged (its socket is a file, which both hosts see); ports inside the box's namespaces.
-SLURM_CONF = """\
-ClusterName=tlbboxtest
-SlurmctldHost={h1}(198.18.0.1)
-SlurmctldPort=6817
-SlurmdPort=6818
-AuthType=auth/munge
-AuthInfo=socket={base}/socket/munge.socket
-CredType=cred/munge
-SlurmUser=root
-SlurmdUser=root
-ProctrackType=proctrack/linuxproc
-TaskPlugin=task/none
-SelectType=select/cons_tres
-SelectTypeParameters=CR_Core
-JobRequeue=1
-ReturnToService=2
-MpiDefault=none
-KillWait=120
-MinJobAge=3600
-StateSaveLocation={base}/state
-SlurmdSpoolDir={base}/spool-%n
-SlurmctldPidFile={base}/slurmctld.pid
-SlurmdPidFile={base}/slurmd-%n.pid
-SlurmctldLogFile={base}/slurmctld.log
-SlurmdLogFile={base}/slurmd-%n.log
-JobCompType=jobcomp/filetxt
-JobCompLoc={base}/jobcomp.log
-AccountingStorageType=accounting_storage/none
-JobAcctGatherType=jobacct_gather/none
-PlugStackConfig=/dev/null
-MailProg=/bin/true
-NodeName={h1} NodeAddr=198.18.0.1 CPUs=2 RealMemory=2000 State=UNKNOWN
-NodeName={h2} NodeAddr=198.18.0.2 CPUs=2 RealMemory=2000 State=UNKNOWN
-PartitionName=test Nodes={h1},{h2} Default=YES MaxTime=INFINITE State=UP
-"""
 
 
 def sbatch_job(box, slurm_env, run_dir, output):
@@ -445,7 +426,8 @@ def test_slurm_on_two_nodes_requeued_mid_epoch_completes_with_the_straight_runs_
     key.write_bytes(os.urandom(1024))
     key.chmod(0o400)
     conf = base / "slurm.conf"
-    conf.write_text(SLURM_CONF.format(base=base, h1=HOSTS[0], h2=HOSTS[1]))
+    conf.write_text(slurm_conf(base, [(HOSTS[0], "198.18.0.1", 2, 2000),
+                                      (HOSTS[1], "198.18.0.2", 2, 2000)], "tlbboxtest"))
     slurm_env = {"SLURM_CONF": str(conf), "TF_CPP_MIN_LOG_LEVEL": "2",
                  "PATH": os.path.dirname(sys.executable) + ":/usr/sbin:" + os.environ["PATH"]}
     daemons = []

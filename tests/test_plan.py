@@ -19,15 +19,20 @@ from tf_largebatch.plan import (
     GBIT,
     Link,
     binary_blocks,
+    choose_allreduce,
+    collective_ring,
     efficiency,
     fit_link,
+    flat_collective,
     flat_ring,
+    fused_messages,
     halving_doubling,
     hierarchical,
     hierarchical_crossover,
     profile_tail_fraction,
     ring,
     step_time,
+    three_phase,
 )
 
 pytestmark = pytest.mark.unit
@@ -367,3 +372,77 @@ def test_cli_profile_errors(tmp_path):
     assert result.returncode == 2 and "--profile" in result.stderr
     result = _cli(f"--profile={bad}", "--tail_fraction=0.1")
     assert result.returncode == 2 and "not allowed" in result.stderr
+
+
+# --allreduce=auto's comparison on 2 hosts × 2 ranks, α per collective (Horovod's overhead):
+# between hosts α = 2 ms, β = 125 MB/s (1 Gbit/s); inside α = 2 ms, β = 1 GB/s.
+INTER, INTRA = Link(2e-3, 125e6), Link(2e-3, 1e9)
+
+
+def test_three_phase_is_three_collectives_by_hand():
+    # 50 MB: ring of 2 inside (50 MB a rank): 2 + 50 = 52 ms; ring of 2 between hosts
+    # (50 MB): 2 + 400 = 402 ms; broadcast inside (50 MB): 2 + 50 = 52 ms.
+    cost = three_phase(2, 2, 50e6, INTER, INTRA)
+    assert cost.steps == 3 and cost.bytes_per_node == pytest.approx(150e6)
+    assert cost.seconds == pytest.approx(0.052 + 0.402 + 0.052)
+    # one rank a host: no phase inside, the ring between hosts alone
+    assert three_phase(2, 1, 50e6, INTER, INTRA).seconds == pytest.approx(0.402)
+    # the broadcast over its own link, α = 1 ms, β = 5 GB/s: 1 + 10 = 11 ms instead of 52
+    fast_copy = Link(1e-3, 5e9)
+    assert three_phase(2, 2, 50e6, INTER, INTRA, fast_copy).seconds == pytest.approx(
+        0.052 + 0.402 + 0.011)
+
+
+def test_flat_collective_crosses_the_link_between_hosts():
+    # ring of 4, one collective: 2 ms + 2·3/4 · 50 MB / 125 MB/s = 2 + 600 ms; on one host the
+    # inside link: 2 ms + 75 MB / 1 GB/s = 77 ms.
+    assert flat_collective(2, 2, 50e6, INTER, INTRA).seconds == pytest.approx(0.602)
+    assert flat_collective(1, 4, 50e6, INTER, INTRA).seconds == pytest.approx(0.077)
+
+
+def test_auto_picks_hierarchical_for_a_large_gradient_on_a_slow_link():
+    # 100 MB in 2 fused allreduces of 50 MB: flat 2 × 602 = 1204 ms, hierarchical
+    # 2 × 506 = 1012 ms < 0.95 · 1204.
+    choice = choose_allreduce(2, 2, 100e6, 2, INTER, INTRA)
+    assert choice.scheme == "hierarchical"
+    assert (choice.flat_s, choice.hierarchical_s) == pytest.approx((1.204, 1.012))
+    assert "predicted flat 1204.0 ms, hierarchical 1012.0 ms" in choice.reason
+
+
+def test_auto_picks_flat_for_a_small_gradient():
+    # 1 MB in one allreduce: flat 2 + 1.5 MB / 125 MB/s = 2 + 12 = 14 ms; hierarchical
+    # (2 + 1) + (2 + 8) + (2 + 1) = 16 ms: two more collectives' overhead outweigh the third
+    # of the bytes saved between hosts.
+    choice = choose_allreduce(2, 2, 1e6, 1, INTER, INTRA)
+    assert choice.scheme == "flat"
+    assert (choice.flat_s, choice.hierarchical_s) == pytest.approx((0.014, 0.016))
+
+
+def test_auto_wants_a_margin_before_it_leaves_flat():
+    # 4 MB in one allreduce: flat 2 + 48 = 50 ms; hierarchical (2 + 4) + (2 + 32) + (2 + 4)
+    # = 46 ms, 0.92 of flat: hierarchical with the default margin (0.05), flat with 0.1.
+    assert choose_allreduce(2, 2, 4e6, 1, INTER, INTRA).scheme == "hierarchical"
+    assert choose_allreduce(2, 2, 4e6, 1, INTER, INTRA, margin=0.1).scheme == "flat"
+
+
+def test_auto_is_flat_without_two_hosts_of_two_ranks():
+    assert choose_allreduce(1, 4, 100e6, 2, INTER, INTRA).reason == "one host"
+    assert choose_allreduce(4, 1, 100e6, 2, INTER, INTRA).reason == "one process per host"
+    assert choose_allreduce(4, 1, 100e6, 2, INTER, INTRA).scheme == "flat"
+
+
+def test_per_collective_fit_recovers_the_overhead_and_the_bandwidth():
+    # times made by hand from α = 3 ms, β = 100 MB/s for a ring of 2 (b a rank):
+    sizes = [65536, 1048576, 8388608, 33554432]
+    seconds = [0.003 + b / 100e6 for b in sizes]
+    fit = fit_link(sizes, seconds, collective_ring, p=2)
+    assert fit.link.latency_s == pytest.approx(0.003)
+    assert fit.link.bandwidth_bytes_per_s == pytest.approx(100e6)
+
+
+def test_fused_messages_by_horovods_fusion_threshold():
+    mib64 = 64 * 1024 * 1024
+    assert fused_messages(102e6, 161, mib64) == 2  # ⌈102 / 67.1⌉
+    assert fused_messages(1.1e6, 65, mib64) == 1
+    assert fused_messages(1e9, 3, mib64) == 3  # never more buffers than gradients
+    assert fused_messages(1e6, 65, 0) == 65  # fusion off: one allreduce per gradient

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import ROOT, horovodrun
+from helpers import ROOT, horovodrun, slurm_conf
 
 pytestmark = pytest.mark.integration
 
@@ -73,7 +73,7 @@ class Cluster:
 
     def logs(self):
         tails = []
-        for name in ("slurmctld.log", "slurmd.log"):
+        for name in ("slurmctld.log", f"slurmd-{self.host}.log"):
             path = self.base / name
             if path.exists():
                 tails.append(f"--- {name}:\n" + "\n".join(path.read_text().splitlines()[-15:]))
@@ -101,45 +101,6 @@ class Cluster:
                 daemon.wait()
 
 
-def slurm_conf(base, host, cpus, memory_mb):
-    # KillWait: SLURM's SIGTERM-to-SIGKILL time when it ends a job, in which the trainer
-    # must finish its step and save (up to 32 s measured here, next to other trainings).
-    return f"""\
-ClusterName=tflargebatchtest
-SlurmctldHost={host}(127.0.0.1)
-SlurmctldPort={free_port()}
-SlurmdPort={free_port()}
-AuthType=auth/munge
-AuthInfo=socket={base}/socket/munge.socket
-CredType=cred/munge
-SlurmUser=root
-SlurmdUser=root
-ProctrackType=proctrack/linuxproc
-TaskPlugin=task/none
-SelectType=select/cons_tres
-SelectTypeParameters=CR_Core
-JobRequeue=1
-ReturnToService=2
-MpiDefault=none
-KillWait=120
-MinJobAge=3600
-StateSaveLocation={base}/state
-SlurmdSpoolDir={base}/spool
-SlurmctldPidFile={base}/slurmctld.pid
-SlurmdPidFile={base}/slurmd.pid
-SlurmctldLogFile={base}/slurmctld.log
-SlurmdLogFile={base}/slurmd.log
-JobCompType=jobcomp/filetxt
-JobCompLoc={base}/jobcomp.log
-AccountingStorageType=accounting_storage/none
-JobAcctGatherType=jobacct_gather/none
-PlugStackConfig=/dev/null
-MailProg=/bin/true
-NodeName={host} NodeAddr=127.0.0.1 CPUs={cpus} RealMemory={memory_mb} State=UNKNOWN
-PartitionName=test Nodes={host} Default=YES MaxTime=INFINITE State=UP
-"""
-
-
 @pytest.fixture(scope="module")
 def slurm():
     missing = [tool for tool in DAEMONS + CLIENTS if shutil.which(tool, path=PATH) is None]
@@ -151,16 +112,18 @@ def slurm():
     # Not under pytest's tmp_path: munged wants every folder above its socket searchable.
     base = Path(tempfile.mkdtemp(prefix="tf_largebatch-slurm-", dir="/tmp"))
     base.chmod(0o755)
-    for name, mode in (("munge", 0o700), ("socket", 0o755), ("state", 0o700), ("spool", 0o755)):
+    host = socket.gethostname().split(".")[0]
+    for name, mode in (("munge", 0o700), ("socket", 0o755), ("state", 0o700),
+                       (f"spool-{host}", 0o755)):
         (base / name).mkdir(mode=mode)
     key = base / "munge/munge.key"
     key.write_bytes(os.urandom(1024))
     key.chmod(0o400)
-    host = socket.gethostname().split(".")[0]
     memory_mb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2**20
     cluster = Cluster(base, host)
-    cluster.conf.write_text(slurm_conf(base, host, len(os.sched_getaffinity(0)),
-                                       min(8000, memory_mb - 512)))
+    cluster.conf.write_text(slurm_conf(
+        base, [(host, "127.0.0.1", len(os.sched_getaffinity(0)), min(8000, memory_mb - 512))],
+        "tflargebatchtest", ports=(free_port(), free_port())))
     log = open(base / "daemons.out", "w")  # noqa: SIM115  (closed at the end)
     try:
         cluster.start("munged", "--foreground", f"--key-file={key}",

@@ -41,6 +41,13 @@ class Context:
     # horovodrun's tuning variables in effect at hvd.init() (from flags or the launcher)
     horovod_settings: dict = dataclasses.field(default_factory=dict, hash=False)
     hosts: tuple = ()  # each host's name, in horovodrun's host order (cross_rank)
+    allreduce_reason: str = ""  # why this scheme (the flag, or auto's prediction)
+
+    def facts(self) -> dict:
+        """What flags.json records of the workers and the allreduce."""
+        return dict(hierarchical_allreduce=self.hierarchical_allreduce,
+                    allreduce=self.allreduce, allreduce_reason=self.allreduce_reason,
+                    horovod_settings=self.horovod_settings, hosts=self.hosts)
 
     @property
     def is_chief(self):
@@ -74,6 +81,7 @@ class ThreePhaseAllreduce:
         self.roots_set = (hvd.add_process_set(roots) if 1 < len(roots) < hvd.size()
                           else hvd.global_process_set if len(roots) == hvd.size() else None)
         self.hosts = len(by_host)
+        self.most_on_a_host = max(len(ranks) for ranks in by_host.values())
 
     def sum(self, tensor, name):
         """Σ over all ranks of `tensor`, in three phases."""
@@ -189,7 +197,7 @@ def loopback_hostname_problem(env=os.environ, hostname=None, resolve=None) -> st
             "or give the hosts names that DNS resolves to those addresses.")
 
 
-def init(hierarchical_allreduce: bool = False, fusion_threshold_mb: float | None = None,
+def init(allreduce: str = "flat", fusion_threshold_mb: float | None = None,
          cycle_time_ms: float | None = None) -> Context:
     """Initialises Horovod (or a single process when not run by horovodrun).
 
@@ -197,17 +205,24 @@ def init(hierarchical_allreduce: bool = False, fusion_threshold_mb: float | None
     arguments override what a launcher set (`horovodrun --fusion-threshold-mb ...` sets the
     same variables). In a single process without a cycle time set, Horovod runs with a
     100 ms cycle (its idle background thread otherwise wakes every 1 ms, for nothing). With
-    `hierarchical_allreduce`, or HOROVOD_HIERARCHICAL_ALLREDUCE=1 from the launcher
+    `allreduce="hierarchical"`, or HOROVOD_HIERARCHICAL_ALLREDUCE=1 from the launcher
     (`horovodrun --hierarchical-allreduce`), Horovod's native scheme is used where it works
     (a build with MPI and NCCL, GPUs, several hosts); elsewhere (Gloo, CPU, one host) the
     paper's three phases run on Horovod process sets (`ThreePhaseAllreduce`). The log says
-    which, and why. Returns a `Context` with the settings in effect.
+    which, and why. `allreduce="auto"` on several hosts leaves the choice to
+    `choose_allreduce` once the model is built (flat on one host). Returns a `Context` with
+    the settings in effect.
     """
     global _three_phase
-    requested_by = "--hierarchical_allreduce"
-    if not hierarchical_allreduce and env_flag_set("HOROVOD_HIERARCHICAL_ALLREDUCE"):
-        hierarchical_allreduce = True
+    if allreduce not in ("flat", "hierarchical", "auto"):
+        raise ValueError(f"allreduce must be flat, hierarchical or auto, got {allreduce!r}")
+    requested_by = "--allreduce=hierarchical"
+    if allreduce != "hierarchical" and env_flag_set("HOROVOD_HIERARCHICAL_ALLREDUCE"):
+        allreduce = "hierarchical"
         requested_by = "HOROVOD_HIERARCHICAL_ALLREDUCE=1 (from the launcher)"
+    hierarchical_allreduce = allreduce == "hierarchical"
+    # auto needs process sets added after hvd.init(), unless horovodrun says one host
+    auto = allreduce == "auto" and os.environ.get("HOROVOD_CROSS_SIZE", "2") != "1"
     if hierarchical_allreduce:
         os.environ["HOROVOD_HIERARCHICAL_ALLREDUCE"] = "1"
     if fusion_threshold_mb is not None:
@@ -218,7 +233,7 @@ def init(hierarchical_allreduce: bool = False, fusion_threshold_mb: float | None
     if problem:
         raise HostNameError(problem)
     settings = horovod_settings()  # before the process-set scheme drops the native variable
-    process_sets = "dynamic" if hierarchical_allreduce else None
+    process_sets = "dynamic" if hierarchical_allreduce or auto else None
     # Horovod reads its settings at init only, so a single process (no launcher) gets its long
     # cycle before the one hvd.init(); a launcher's job of one process is restarted with it.
     long_cycle = "HOROVOD_CYCLE_TIME" not in os.environ and not launched_by()
@@ -246,7 +261,11 @@ def init(hierarchical_allreduce: bool = False, fusion_threshold_mb: float | None
         tf.config.experimental.set_memory_growth(gpu, True)
     if gpus:
         tf.config.set_visible_devices(gpus[hvd.local_rank() % len(gpus)], "GPU")
-    scheme = "flat"
+    scheme, why = "flat", "--allreduce=flat"
+    if auto and hvd.cross_size() > 1:
+        scheme, why = "auto", "chosen once the model is built"
+    elif allreduce == "auto":
+        why = "--allreduce=auto: all workers are on one host"
     if hierarchical_allreduce:
         missing = [why for why, ok in (
             ("horovod was built without MPI", hvd.mpi_built()),
@@ -265,12 +284,40 @@ def init(hierarchical_allreduce: bool = False, fusion_threshold_mb: float | None
         if hvd.rank() == 0:
             logging.info("%s: %s allreduce in effect (%d hosts) because %s.",
                          requested_by, scheme, hvd.cross_size(), why)
+        why = f"{requested_by}: {why}"
     if hvd.size() == 1 and "HOROVOD_RANK" not in os.environ and "OMPI_COMM_WORLD_RANK" not in (
         os.environ
     ):
         logging.info("Not launched by horovodrun: training in a single process (k = 1).")
-    return Context(hvd.rank(), hvd.size(), hvd.local_rank(), scheme != "flat", scheme, settings,
-                   host_names())
+    return Context(hvd.rank(), hvd.size(), hvd.local_rank(), scheme.endswith("hierarchical"),
+                   scheme, settings, host_names(), why)
+
+
+def choose_allreduce(context: Context, variables, bytes_per_value=None,
+                     grouped=False) -> Context:
+    """--allreduce=auto on several hosts: flat or the three phases, by the planner, for the
+    gradients of `variables` on the links measured now (`auto_allreduce.choose`); a
+    collective of every rank. Logged with its reason; the context of any other scheme is
+    returned as it is."""
+    global _three_phase
+    if context.allreduce != "auto":
+        return context
+    from tf_largebatch import auto_allreduce
+    from tf_largebatch.plan import fused_messages
+
+    nbytes = auto_allreduce.gradient_bytes(variables, bytes_per_value)
+    fusion = int(context.horovod_settings.get("HOROVOD_FUSION_THRESHOLD", 64 * 1024 * 1024))
+    three_phase = ThreePhaseAllreduce()
+    choice = auto_allreduce.choose(three_phase, nbytes, 1 if grouped else fused_messages(
+        nbytes, len(variables), fusion))
+    _three_phase = three_phase if choice.scheme == "hierarchical" else None
+    scheme = "process-set hierarchical" if _three_phase else "flat"
+    why = f"--allreduce=auto: {choice.reason}"
+    if hvd.rank() == 0:
+        logging.info("%s allreduce in effect, %s.", scheme, why)
+    return dataclasses.replace(context, allreduce=scheme,
+                               hierarchical_allreduce=_three_phase is not None,
+                               allreduce_reason=why)
 
 
 def host_names() -> tuple:

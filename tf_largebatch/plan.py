@@ -10,6 +10,9 @@ and a `Link`, returning `Cost(steps, bytes_per_node, seconds)`:
     halving/doubling          2·log2 p steps:       T = 2·log2(p)·α + 2(p-1)/p·b/β   (p = 2^k)
     binary blocks             any p, equals halving/doubling when p = 2^k (`binary_blocks`)
     hierarchical              intra-server reduce + inter-server allreduce + intra broadcast
+    three phase               the same on Horovod process sets, α per collective
+                              (`three_phase`, `per_collective`); against the flat collective,
+                              `choose_allreduce` picks one for --allreduce=auto
 
 Step time and scaling efficiency (weak scaling: n images per GPU fixed):
 
@@ -202,6 +205,91 @@ def flat_ring(p, g, nbytes, inter, intra):
     T = 2(pg-1)·(α + b/(pg·β)) with the inter link (the intra link when p = 1).
     """
     return ring(p * g, nbytes, inter if p > 1 else intra)
+
+
+def per_collective(algorithm):
+    """`algorithm` with its latency paid once per collective, not once per step:
+    T = α + bytes/β with `algorithm`'s bytes per node. Under Horovod each collective waits for
+    a negotiation among its ranks and a cycle of the background thread (milliseconds, measured
+    here), which dwarfs a LAN's per-message latency (µs), so α is that overhead."""
+
+    def cost(p, nbytes, link):
+        return _msg(link, 1 if _check(p, nbytes) > 1 else 0,
+                    algorithm(p, nbytes, link).bytes_per_node)
+
+    cost.__name__ = f"per_collective({algorithm.__name__})"
+    return cost
+
+
+collective_ring = per_collective(ring)
+
+
+def broadcast(g, nbytes, link):
+    """One collective sending b bytes from one rank to the g-1 others: α + b/β
+    (nothing when g = 1)."""
+    return NOTHING if _check(g, nbytes) == 1 else _msg(link, 1, nbytes)
+
+
+def three_phase(p, g, nbytes, inter, intra, broadcast_link=None):
+    """The package's hierarchical allreduce on Horovod process sets (`distributed.
+    ThreePhaseAllreduce`), on p hosts of g ranks, each phase one Horovod collective
+    (`per_collective`: α is a collective's overhead):
+
+    (1) a ring allreduce inside each host, (2) a ring allreduce among the hosts' first ranks,
+    (3) a broadcast inside each host, over `broadcast_link` (default: `intra`; measured apart,
+    as a broadcast does no arithmetic and Gloo's ran 3× faster per byte here):
+        T = [α_i + 2(g-1)/g·b/β_i] + [α + 2(p-1)/p·b/β] + [α_b + b/β_b].
+    """
+    return _then(collective_ring(g, nbytes, intra), collective_ring(p, nbytes, inter),
+                 broadcast(g, nbytes, broadcast_link or intra))
+
+
+def flat_collective(p, g, nbytes, inter, intra):
+    """Horovod's flat allreduce over p·g ranks as one collective whose ring crosses the link
+    between hosts: T = α + 2(pg-1)/(pg)·b/β (the link inside a host when p = 1)."""
+    return collective_ring(p * g, nbytes, inter if p > 1 else intra)
+
+
+class AllreduceChoice(NamedTuple):
+    scheme: str  # "flat" or "hierarchical"
+    flat_s: float  # predicted seconds per step's allreduce, flat ring over all p·g ranks
+    hierarchical_s: float  # the same, `three_phase`
+    reason: str
+
+
+def choose_allreduce(p, g, nbytes, messages, inter, intra, margin=0.05, broadcast_link=None):
+    """Flat or hierarchical for a step that allreduces `nbytes` of gradients as `messages`
+    collectives (Horovod's fused buffers, `fused_messages`).
+
+    T = messages · T_scheme(b / messages), with T_scheme `flat_collective` or `three_phase`
+    and each link's α the overhead of one collective (`per_collective`), so the three phases
+    pay it three times: small gradients stay flat, large ones on a slow link between hosts go
+    hierarchical (the link carries b instead of 2(pg-1)/(pg)·b). Hierarchical only when
+    predicted at least `margin` faster (flat is Horovod's default, one phase instead of three).
+    """
+    if p < 2 or g < 2:
+        return AllreduceChoice("flat", math.nan, math.nan,
+                               "one host" if p < 2 else "one process per host")
+    each = nbytes / messages
+    flat = flat_collective(p, g, each, inter, intra).seconds * messages
+    hier = three_phase(p, g, each, inter, intra, broadcast_link).seconds * messages
+    scheme = "hierarchical" if hier < (1 - margin) * flat else "flat"
+    def link(x):
+        return f"{8 * x.bandwidth_bytes_per_s / 1e9:.2f} Gbit/s, α {x.latency_s * 1e3:.1f} ms"
+
+    return AllreduceChoice(scheme, flat, hier, (
+        f"{nbytes / 1e6:.1f} MB of gradients in {messages} allreduce{'s' * (messages > 1)} "
+        f"on {p} hosts × {g}: predicted flat {flat * 1e3:.1f} ms, hierarchical "
+        f"{hier * 1e3:.1f} ms per step (between hosts {link(inter)}; inside {link(intra)})"))
+
+
+def fused_messages(nbytes, tensors, fusion_threshold_bytes):
+    """Allreduces per step when Horovod packs the gradients into buffers of up to its fusion
+    threshold: ⌈b / threshold⌉ at best (those ready in the same cycle are packed), one per
+    gradient when fusion is off (threshold 0)."""
+    if fusion_threshold_bytes <= 0:
+        return max(tensors, 1)
+    return max(1, min(tensors, math.ceil(nbytes / fusion_threshold_bytes)))
 
 
 def step_time(backprop_s, allreduce_s, forward_s=0.0, overlap=True, tail_fraction=0.0):

@@ -37,6 +37,7 @@ tf_largebatch.train's recipe on one device with any Keras backend: all k workers
 
 # Flags of tf_largebatch.train that have no meaning here, and what to do instead.
 UNSUPPORTED = {
+    "allreduce": "there is no allreduce in one process",
     "hierarchical_allreduce": "there is no allreduce in one process",
     "fp16_allreduce": "there is no allreduce in one process",
     "grouped_allreduce": "there is no allreduce in one process",

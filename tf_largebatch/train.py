@@ -37,7 +37,7 @@ class HorovodBackend(runner.Backend):
         super().start(config)
         system = config.system
         try:
-            self.context = distributed.init(system.hierarchical_allreduce,
+            self.context = distributed.init(system.allreduce_scheme,
                                             system.fusion_threshold_mb, system.cycle_time_ms)
         except distributed.HostNameError as err:  # said once per host, by its first process
             self.is_chief = distributed.first_on_host()
@@ -49,12 +49,8 @@ class HorovodBackend(runner.Backend):
                              "(HOROVOD_ENABLE_XLA_OPS=1 and a horovod built with them); drop "
                              "--xla.")
 
-    def facts(self):
-        """flags.json: the allreduce and Horovod settings in effect, whether from the flags
-        or from the launcher's environment (`horovodrun --hierarchical-allreduce`, ...)."""
-        return dict(hierarchical_allreduce=self.context.hierarchical_allreduce,
-                    allreduce=self.context.allreduce,
-                    horovod_settings=self.context.horovod_settings, hosts=self.context.hosts)
+    def facts(self):  # the allreduce and Horovod settings in effect (flags or launcher)
+        return self.context.facts()
 
     def open_training_set(self, image_size):
         from tf_largebatch import data
@@ -96,8 +92,11 @@ class HorovodBackend(runner.Backend):
                                               self.processes, self.rank)
         return dict(validation_data=dataset, validation_steps=steps), images
 
-    def wrap_optimizer(self, optimizer):
+    def wrap_optimizer(self, optimizer, model):  # --allreduce=auto decides here, for model
         self.stop_flag, system = self.distributed.StopFlag(), self.config.system
+        self.context = self.distributed.choose_allreduce(
+            self.context, model.trainable_variables, 2 if system.fp16_allreduce else None,
+            system.grouped_allreduce)
         return self.distributed.distributed_optimizer(
             optimizer, "fp16" if system.fp16_allreduce else "none", system.grouped_allreduce,
             self.stop_flag)

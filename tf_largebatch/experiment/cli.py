@@ -36,7 +36,7 @@ TOPICS = [
                             "trust_coefficient", "label_smoothing"]),
     ("Evaluation and early stops", ["eval_every", "eval_steps", "divergence_factor",
                                     "reference_run", "check_fraction", "check_tolerance"]),
-    ("Precision and Horovod", ["mixed_precision", "xla", "hierarchical_allreduce",
+    ("Precision and Horovod", ["mixed_precision", "xla", "allreduce", "hierarchical_allreduce",
                                "fp16_allreduce", "grouped_allreduce", "fusion_threshold_mb",
                                "cycle_time_ms"]),
     ("Outputs and resuming", ["log_dir", "checkpoint_dir", "resume", "overwrite",

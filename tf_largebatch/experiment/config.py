@@ -97,12 +97,18 @@ class SystemConfig:
     mixed_precision: str = "none"
     xla: bool = False
     simulate_workers: int = 1
-    hierarchical_allreduce: bool = False
+    allreduce: str = "auto"  # "auto", "flat" or "hierarchical"
+    hierarchical_allreduce: bool = False  # the same as allreduce="hierarchical"
     fp16_allreduce: bool = False
     grouped_allreduce: bool = False
     fusion_threshold_mb: float | None = None
     cycle_time_ms: float | None = None
     seed: int = 0
+
+    @property
+    def allreduce_scheme(self) -> str:
+        """`allreduce`, or "hierarchical" under `hierarchical_allreduce`."""
+        return "hierarchical" if self.hierarchical_allreduce else self.allreduce
 
 
 @dataclasses.dataclass(frozen=True)

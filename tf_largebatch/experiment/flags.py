@@ -71,9 +71,16 @@ flags.DEFINE_enum("mixed_precision", "none", ["none", "mixed_float16", "mixed_bf
 flags.DEFINE_bool("xla", False, "Compile the train step with XLA.")
 flags.DEFINE_integer("simulate_workers", 1, "k workers simulated in each process: batch k·n, "
                      "BN over groups of n.")
-flags.DEFINE_bool("hierarchical_allreduce", False, "Reduce inside each host, allreduce across "
-                  "hosts, broadcast inside: Horovod's own (MPI+NCCL, GPUs, several hosts) or the "
-                  "same three phases on Horovod process sets elsewhere.")
+flags.DEFINE_enum("allreduce", "auto", ["auto", "flat", "hierarchical"], "flat: one ring over "
+                  "all workers; hierarchical: reduce inside each host, allreduce across hosts, "
+                  "broadcast inside (Horovod's own with MPI+NCCL on GPUs, else the same three "
+                  "phases on Horovod process sets); auto: flat on one host, on several the one "
+                  "the planner predicts faster for this model on the links measured at start.")
+flags.DEFINE_bool("hierarchical_allreduce", False, "The same as --allreduce=hierarchical.")
+flags.register_multi_flags_validator(
+    ["allreduce", "hierarchical_allreduce"],
+    lambda v: not (v["hierarchical_allreduce"] and v["allreduce"] == "flat"),
+    "--hierarchical_allreduce asks for --allreduce=hierarchical, not flat: drop one of them")
 flags.DEFINE_bool("fp16_allreduce", False, "Compress gradients to fp16 for the allreduce.")
 flags.DEFINE_bool("grouped_allreduce", False, "One grouped allreduce after backprop instead of "
                   "one allreduce per gradient as soon as it is ready (no overlap).")

@@ -87,8 +87,9 @@ class Backend(Workers):
         """(the validation arguments of `fit`, real validation images on this process)."""
         raise NotImplementedError
 
-    def wrap_optimizer(self, optimizer):
-        """The optimizer `fit` uses (e.g. one that averages gradients across workers)."""
+    def wrap_optimizer(self, optimizer, model):
+        """The optimizer `fit` uses for `model` (e.g. one that averages its gradients across
+        workers)."""
         return optimizer
 
     def jit_compile(self):
@@ -226,7 +227,7 @@ def build_compiled_model(config: ExperimentConfig, backend: Backend, training_se
                                          config.schedule.epochs)
     if system.mixed_precision == "mixed_float16":
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
-    optimizer = backend.wrap_optimizer(optimizer)
+    optimizer = backend.wrap_optimizer(optimizer, model)
     model.compile(optimizer=optimizer, loss=builders.build_loss(config.optimizer.label_smoothing),
                   weighted_metrics=builders.build_metrics(), jit_compile=backend.jit_compile())
     optimizer.build(model.trainable_variables)
