@@ -8,7 +8,7 @@ import tensorflow as tf
 
 from tf_largebatch import distributed
 
-context = distributed.init(hierarchical_allreduce=True)
+context = distributed.init("hierarchical")
 rank = context.rank
 cases = {
     "f32_7": tf.constant(np.arange(7, dtype=np.float32) * (rank + 1) + 0.25),
