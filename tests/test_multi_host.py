@@ -190,11 +190,15 @@ def test_allreduce_auto_measures_the_hosts_and_keeps_a_small_model_flat(flat):
     # collectives of the hierarchical scheme cost about three times one flat collective.
     flags = json.loads((flat / "flags.json").read_text())
     reason = flags["allreduce_reason"]
+    assert flags["allreduce"] == "flat" and not flags["hierarchical_allreduce"]
+    if "could not be measured" in reason:  # a machine too busy to time 16 MiB: flat, said so
+        assert reason.startswith("--allreduce=auto: the links could not be measured ("), reason
+        return
     assert reason.startswith("--allreduce=auto: 0.3 MB of gradients in 1 allreduce on 2 hosts"
                              " × 2: predicted flat "), reason
     flat_ms, hier_ms = map(float, re.findall(r"predicted flat ([\d.]+) ms, hierarchical "
                                              r"([\d.]+) ms", reason)[0])
-    assert hier_ms > 0.95 * flat_ms and not flags["hierarchical_allreduce"]
+    assert hier_ms > 0.8 * flat_ms
     between = float(re.search(r"between hosts ([\d.]+) Gbit/s", reason).group(1))
     assert between > 0.5, reason  # a veth, no tc: gigabits (this machine measured ≈ 5)
 

@@ -35,10 +35,11 @@ MARGIN = 0.2
 
 def sizes_for(message_bytes):
     """The sizes measured for messages of `message_bytes`: (256 KiB, m/4, m), m the message
-    clamped to 4–64 MiB. α and β come from the first and the last (`plan.fit_link` holds the
-    middle out and reports how far the line misses it): fitted over 64 KiB–32 MiB instead,
-    the box's jitter at small sizes overstated α and understated β by up to 2× at 100 MB."""
-    m = int(min(max(message_bytes, 4 * MIB), 64 * MIB)) // 4 * 4
+    clamped to 16–64 MiB (smaller, a fast link's times drown in a busy machine's jitter).
+    α and β come from the first and the last (`plan.fit_link` holds the middle out and
+    reports how far the line misses it): fitted over 64 KiB–32 MiB instead, the box's
+    jitter at small sizes overstated α and understated β by up to 2× at 100 MB."""
+    m = int(min(max(message_bytes, 16 * MIB), 64 * MIB)) // 4 * 4
     return (SMALL, m // 4 // 4 * 4, m)
 
 
