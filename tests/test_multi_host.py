@@ -334,8 +334,9 @@ def test_a_short_outage_is_ridden_out_and_a_cut_held_ends_the_job_within_the_tim
         seconds, status, output = ended(job)
     finally:
         box("heal", 2)
-    # Bound: Gloo's timeout, then the launcher's 5 s ssh check, plus a few seconds.
-    assert status != 0 and GLOO_TIMEOUT <= seconds < GLOO_TIMEOUT + 10, (seconds, output)
+    # Bound: Gloo's timeout, then the launcher's ssh checks (5 s a host), plus teardown:
+    # 15.8–16.0 s alone, once 24.6 s with the full suite on the same 2 cores.
+    assert status != 0 and GLOO_TIMEOUT <= seconds < GLOO_TIMEOUT + 20, (seconds, output)
     for line in worker_errors(output):
         assert (f"stopped answering for {GLOO_TIMEOUT} s (Gloo's timeout" in line
                 or "another worker of this job stopped" in line), line
