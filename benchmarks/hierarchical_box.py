@@ -39,7 +39,6 @@ from step_throughput import t975  # noqa: E402
 
 BOX_SH = os.path.join(ROOT, "launchers", "cluster_box.sh")
 RESNET50_VALUES = 25_557_032  # Keras ResNet50, 1000 classes: its trainable and BN values
-WAIT_S = 600  # at most this long for the other side of a rate change
 
 
 def ratio_interval(pairs):
@@ -97,8 +96,6 @@ def worker(args):
     fused_bytes = RESNET50_VALUES * 4
     records, steps = [], {}
     for rate in args.rates.split(","):
-        if hvd.rank() == 0:
-            ask(args.control, rate)
         barrier()
         links = auto_allreduce.measure_links(  # what the trainer's auto measures
             three, auto_allreduce.sizes_for(nbytes / messages))
@@ -185,23 +182,6 @@ def summarise(rate, times, links, three, fused_bytes, nbytes, messages, choice):
     return {"summary": summary, "times_s": times, "link_medians_s": links}
 
 
-def ask(control, rate):
-    """Rank 0: ask the driver for `rate` and wait until it is set (bounded)."""
-    with open(os.path.join(control, "want"), "w") as f:
-        f.write(rate)
-    deadline = time.monotonic() + WAIT_S
-    while time.monotonic() < deadline:
-        try:
-            with open(os.path.join(control, "have")) as f:
-                if f.read() == rate:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.2)
-    raise TimeoutError(f"the driver did not set the rate {rate} within {WAIT_S} s")
-
-
-# ------------------------------------------------------------------------------ the driver
 def box(env, *args, check=True):
     return subprocess.run([BOX_SH, *map(str, args)], env=env, check=check, cwd=ROOT,
                           capture_output=True, text=True)
@@ -213,8 +193,6 @@ def driver(args):
     name = "tlbbench"
     env = dict(os.environ, BOX=name, BOX_DIR=f"/tmp/{name}", TF_CPP_MIN_LOG_LEVEL="2",
                PATH=os.path.join(ROOT, ".venv/bin") + ":" + os.environ["PATH"])
-    control = f"/tmp/{name}-control"
-    os.makedirs(control, exist_ok=True)
     out = os.path.abspath(args.out)
     box(env, "up", 2)
     merged = None
@@ -226,14 +204,12 @@ def driver(args):
             # One job per rate, the rate set before it starts: TCP connections that live
             # through a rate change (BBR, tc tbf) fell to about 1 MB/s here.
             box(env, "shape", rate)
-            with open(os.path.join(control, "have"), "w") as f:
-                f.write(rate)
             print(f"link between the hosts: {rate}", flush=True)
             part = f"{out}.{rate}.part"
             subprocess.run(
                 [BOX_SH, "exec", "1", os.path.join(ROOT, ".venv/bin/horovodrun"), "-np", "4",
                  "-hostfile", hostfile, os.path.join(ROOT, ".venv/bin/python"),
-                 os.path.abspath(__file__), "--worker", f"--control={control}",
+                 os.path.abspath(__file__), "--worker",
                  f"--out={part}", f"--rates={rate}", f"--rounds={args.rounds}",
                  f"--batch={args.batch}"], env=env, cwd=ROOT, check=True, timeout=3600)
             with open(part) as f:
@@ -258,7 +234,6 @@ def main():
     ap.add_argument("--rounds", type=int, default=10, help="alternating rounds per rate")
     ap.add_argument("--batch", type=int, default=2, help="n, images per worker and step")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
-    ap.add_argument("--control", help=argparse.SUPPRESS)
     args = ap.parse_args()
     (worker if args.worker else driver)(args)
 

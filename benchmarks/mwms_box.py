@@ -32,7 +32,6 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BOX_SH = os.path.join(ROOT, "launchers", "cluster_box.sh")
 RESNET50_VALUES = 25_557_032
 PORT = 23456
-WAIT_S = 600
 
 
 def worker(args):
@@ -79,8 +78,6 @@ def worker(args):
     all_reduce(fused)
     records = []
     for rate in args.rates.split(","):
-        if index == 0:
-            ask(args.control, rate)
         barrier()
         times = {"mwms_allreduce": [], "mwms_step": []}
         for _ in range(args.rounds):
@@ -102,21 +99,6 @@ def worker(args):
                        "keras": keras.__version__, "records": records}, f, indent=1)
 
 
-def ask(control, rate):
-    with open(os.path.join(control, "want"), "w") as f:
-        f.write(rate)
-    deadline = time.monotonic() + WAIT_S
-    while time.monotonic() < deadline:
-        try:
-            with open(os.path.join(control, "have")) as f:
-                if f.read() == rate:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.2)
-    raise TimeoutError(f"the driver did not set the rate {rate} within {WAIT_S} s")
-
-
 def box(env, *args, check=True, **kw):
     return subprocess.run([BOX_SH, *map(str, args)], env=env, check=check, cwd=ROOT,
                           capture_output=True, text=True, **kw)
@@ -127,8 +109,6 @@ def driver(args):
         sys.exit("mwms_box.py: needs root (network namespaces)")
     name = "tlbbench"
     env = dict(os.environ, BOX=name, BOX_DIR=f"/tmp/{name}", TF_CPP_MIN_LOG_LEVEL="2")
-    control = f"/tmp/{name}-control"
-    os.makedirs(control, exist_ok=True)
     out = os.path.abspath(args.out)
     box(env, "up", 2)
     hosts = ["198.18.0.1", "198.18.0.2"]
@@ -137,8 +117,6 @@ def driver(args):
     try:
         for rate in args.rates.split(","):
             box(env, "shape", rate)  # before the workers connect (see hierarchical_box.py)
-            with open(os.path.join(control, "have"), "w") as f:
-                f.write(rate)
             print(f"link between the hosts: {rate}", flush=True)
             part = f"{out}.{rate}.part"
             jobs = [subprocess.Popen(
@@ -146,7 +124,7 @@ def driver(args):
                     {"cluster": {"worker": cluster}, "task": {"type": "worker",
                                                               "index": index}}),
                  os.path.join(ROOT, ".venv/bin/python"), os.path.abspath(__file__),
-                 "--worker", f"--control={control}", f"--out={part}", f"--rates={rate}",
+                 "--worker", f"--out={part}", f"--rates={rate}",
                  f"--rounds={args.rounds}", f"--batch={args.batch}"], env=env, cwd=ROOT)
                 for index in range(len(cluster))]
             for job in jobs:
@@ -177,7 +155,6 @@ def main():
     ap.add_argument("--rounds", type=int, default=10)
     ap.add_argument("--batch", type=int, default=2)
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
-    ap.add_argument("--control", help=argparse.SUPPRESS)
     args = ap.parse_args()
     (worker if args.worker else driver)(args)
 
